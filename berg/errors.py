@@ -1,0 +1,67 @@
+"""The error hierarchy: every error berg raises on bad input derives from :class:`BergError`."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class BergError(Exception):
+    """Base class of every error berg raises on purpose."""
+
+
+class UnknownModelError(BergError, KeyError):
+    """A model id that is not in the registry."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class InvalidSubjectError(BergError, ValueError):
+    """A subject that the model card does not list."""
+
+
+class InvalidSelectionError(BergError, ValueError):
+    """A bad ``selection``: unknown key, unknown ROI, or a bad voxel mask."""
+
+
+class InvalidStimulusError(BergError, ValueError):
+    """A stimulus of the wrong shape, dtype, range or length, or an unreadable file."""
+
+
+class InvalidDeviceError(BergError, ValueError):
+    """A device that is unknown or not available on this machine."""
+
+
+class ModelCardError(BergError, ValueError):
+    """A model card that does not follow the schema."""
+
+
+class MissingFilesError(BergError, FileNotFoundError):
+    """Model files that are not on disk (and could not, or may not, be fetched)."""
+
+
+class BackboneWeightsError(BergError, RuntimeError):
+    """Backbone weights that cannot be had or fail their hash check."""
+
+
+class ModelFormatError(BergError, ValueError):
+    """A model file on disk that is malformed or inconsistent with its card."""
+
+
+class UnsafePickleError(BergError, ValueError):
+    """A legacy pickle that asks for anything but arrays and plain containers."""
+
+
+class IntegrityError(BergError, RuntimeError):
+    """A downloaded or cached file whose size or checksum does not match."""
+
+
+class OfflineError(MissingFilesError):
+    """Files are missing and ``BERG_OFFLINE=1`` forbids fetching them."""
+
+
+def close_matches(given: str, valid: Iterable[str], n: int = 3) -> str:
+    """Return ``" Did you mean: a, b?"`` for the closest valid names, or ``""``."""
+    matches = difflib.get_close_matches(str(given), [str(v) for v in valid], n=n, cutoff=0.5)
+    return f" Did you mean: {', '.join(matches)}?" if matches else ""

@@ -1,0 +1,1 @@
+"""On-disk formats: berg's native format, and readers for other projects' files."""
