@@ -60,6 +60,7 @@ CARD_SCHEMA: dict[str, Any] = {
                 "crop": {"oneOf": [{"type": "null"}, _PAIR]},
                 "mean": _NUM_TRIPLE,
                 "std": _NUM_TRIPLE,
+                "antialias": {"type": "boolean"},
             },
         },
         "readout": {
@@ -205,8 +206,15 @@ def load_card(path: str | Path) -> ModelCard:
     return validate_card(data, str(path))
 
 
+def _packaged_cards_folder() -> Path:
+    """``berg.model_cards`` in an installed wheel; the repository's ``model_cards/`` in a source checkout."""
+    try:
+        return Path(str(resources.files("berg.model_cards")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "model_cards"
+
+
 def packaged_cards() -> list[ModelCard]:
     """The cards that ship with berg, sorted by model id."""
-    folder = resources.files("berg.model_cards")
-    cards = [load_card(Path(str(f))) for f in folder.iterdir() if f.name.endswith(".yaml")]
+    cards = [load_card(path) for path in _packaged_cards_folder().glob("*.yaml")]
     return sorted(cards, key=lambda c: c.model_id)

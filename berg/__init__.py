@@ -1,0 +1,18 @@
+"""berg: a zoo of DNN brain-encoding models — images and videos in, in-silico fMRI responses out.
+
+>>> from berg import BERG
+>>> berg = BERG()
+>>> model = berg.get_encoding_model("fmri-bold5000-resnet18", subject=1, selection={"roi": "PPA"})
+>>> responses = berg.encode(model, images)          # (n_images, n_voxels) float32
+"""
+
+from .api import (BERG, default_berg_dir, describe, get_encoding_model, get_model_catalog, get_model_metadata,
+                  list_models)
+from .encoder import EncodingModel, berg_version, encode
+from .errors import BergError
+from .spaces import to_nifti
+
+__version__ = berg_version()
+
+__all__ = ["BERG", "BergError", "EncodingModel", "default_berg_dir", "describe", "encode", "get_encoding_model",
+           "get_model_catalog", "get_model_metadata", "list_models", "to_nifti", "__version__"]

@@ -1,0 +1,137 @@
+"""The public API: the :class:`BERG` facade and the same functions at module level."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from . import registry
+from .encoder import EncodingModel, encode, load_encoding_model
+from .storage.native import read_subject_metadata
+
+
+def default_berg_dir() -> Path:
+    """``$BERG_HOME`` if set, else the per-user cache folder ``berg``."""
+    env = os.environ.get("BERG_HOME")
+    return Path(env).expanduser() if env else Path(platformdirs.user_cache_dir("berg"))
+
+
+def _dir(berg_dir) -> Path:
+    return Path(berg_dir).expanduser() if berg_dir is not None else default_berg_dir()
+
+
+def list_models(berg_dir: str | os.PathLike | None = None) -> list[str]:
+    """Ids of every model in the zoo."""
+    return list(registry.available_cards(_dir(berg_dir)))
+
+
+def get_model_catalog(print_format: bool = False, berg_dir: str | os.PathLike | None = None) -> dict[str, dict]:
+    """A summary of every model; with ``print_format=True`` it is also printed as a table."""
+    entries = registry.catalog(_dir(berg_dir))
+    if print_format:
+        print(registry.format_catalog(entries))
+    return entries
+
+
+def describe(model_id: str, berg_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The model card of ``model_id`` as a dict."""
+    return registry.get_card(model_id, _dir(berg_dir)).to_dict()
+
+
+def get_model_metadata(model_id: str, subject: int | str = 1, berg_dir: str | os.PathLike | None = None
+                       ) -> dict[str, Any]:
+    """A subject's model metadata (voxel grid, ROIs, accuracy) without building the backbone.
+
+    Returns
+    -------
+    dict
+        The metadata JSON's fields plus ``voxel_ijk`` (n_voxels, 3), ``rois`` {name: voxel indices} and
+        ``accuracy`` {name: (n_voxels,) array}.
+    """
+    from .encoder import _require  # one message for missing files
+    from .storage.native import metadata_paths
+
+    card = registry.get_card(model_id, _dir(berg_dir))
+    subject = card.check_subject(subject)
+    model_dir = _dir(berg_dir) / card.folder
+    _require(list(metadata_paths(model_dir, subject)), card, subject)
+    meta = read_subject_metadata(model_dir, subject)
+    info = dict(meta.info)
+    info["voxel_ijk"] = meta.voxel_ijk
+    info["rois"] = {name: meta.row_voxel[meta.roi_rows(name)] for name in meta.roi_names}
+    info["accuracy"] = meta.accuracy()
+    return info
+
+
+def get_encoding_model(model_id: str, subject: int | str = 1, selection: dict | None = None, device: str = "auto",
+                       backbone_weights: str | os.PathLike | None = "default", verify_hash: bool = True,
+                       berg_dir: str | os.PathLike | None = None) -> EncodingModel:
+    """Load one subject's encoding model.
+
+    Parameters
+    ----------
+    model_id : str
+        A model in the zoo (:func:`list_models`).
+    subject : int or "group"
+        A subject the card lists (``"group"`` where the model offers a group-level prediction).
+    selection : dict, optional
+        ``{"roi": name}``, ``{"roi": [names]}`` or ``{"voxels": binary (n_voxels,) vector}``; whole brain if None.
+    device : {"auto", "cpu", "cuda", "cuda:N"}
+        ``"auto"`` picks CUDA when available.
+    backbone_weights : "default", path or None
+        ``"default"``: torchvision's published weights (hash-checked, cached under ``TORCH_HOME``); a path to a
+        weights file; ``None`` (or ``"untrained"``): a seeded untrained backbone, recorded as such in the metadata.
+    verify_hash : bool
+        Check a weights file against the published hash.
+    berg_dir : path, optional
+        Root of the model files (default :func:`default_berg_dir`).
+    """
+    card = registry.get_card(model_id, _dir(berg_dir))
+    return load_encoding_model(card, _dir(berg_dir), subject, selection, device, backbone_weights, verify_hash)
+
+
+class BERG:
+    """The facade BERG users know: ``BERG(berg_dir).get_encoding_model(...)`` then ``.encode(model, stimulus)``.
+
+    Parameters
+    ----------
+    berg_dir : path, optional
+        Root of the model files, in BERG's layout (``encoding_models/modality-…/train_dataset-…/model-…/``).
+        Default: ``$BERG_HOME``, else the per-user cache folder.
+    """
+
+    def __init__(self, berg_dir: str | os.PathLike | None = None):
+        self.berg_dir = _dir(berg_dir)
+
+    def __repr__(self) -> str:
+        return f"BERG(berg_dir={str(self.berg_dir)!r})"
+
+    def list_models(self) -> list[str]:
+        return list_models(self.berg_dir)
+
+    def get_model_catalog(self, print_format: bool = False) -> dict[str, dict]:
+        return get_model_catalog(print_format, self.berg_dir)
+
+    def describe(self, model_id: str) -> dict[str, Any]:
+        return describe(model_id, self.berg_dir)
+
+    def get_model_metadata(self, model_id: str, subject: int | str = 1) -> dict[str, Any]:
+        return get_model_metadata(model_id, subject, self.berg_dir)
+
+    def get_encoding_model(self, model_id: str, subject: int | str = 1, selection: dict | None = None,
+                           device: str = "auto", backbone_weights="default", verify_hash: bool = True
+                           ) -> EncodingModel:
+        return get_encoding_model(model_id, subject, selection, device, backbone_weights, verify_hash, self.berg_dir)
+
+    @staticmethod
+    def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_progress: bool = False,
+               batch_size: int | None = None):
+        return encode(model, stimulus, return_metadata, show_progress, batch_size)
+
+    for _name in ("list_models", "get_model_catalog", "describe", "get_model_metadata", "get_encoding_model"):
+        locals()[_name].__doc__ = globals()[_name].__doc__
+    encode.__doc__ = globals()["encode"].__doc__
+    del _name

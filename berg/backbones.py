@@ -1,0 +1,225 @@
+"""Backbones: torchvision builders, weight resolution, preprocessing and feature extraction at return nodes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision
+from torchvision.models.feature_extraction import create_feature_extractor
+from torchvision.transforms.v2 import functional as TF
+
+from .cards import ModelCard
+from .errors import BackboneWeightsError, InvalidDeviceError
+
+# architecture -> (builder, module holding its weights enums)
+_ARCHITECTURES = {
+    "resnet18": (torchvision.models.resnet18, torchvision.models),
+    "s3d": (torchvision.models.video.s3d, torchvision.models.video),
+}
+_HASH_PREFIX = re.compile(r"-([a-f0-9]{6,})\.")
+UNTRAINED_SEED = 0
+
+
+def is_offline() -> bool:
+    """True when ``BERG_OFFLINE`` is set to 1/true/yes."""
+    return os.environ.get("BERG_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Turn ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` into an available :class:`torch.device`."""
+    name = str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if re.fullmatch(r"cuda(:\d+)?", name):
+        if not torch.cuda.is_available():
+            raise InvalidDeviceError(
+                f"device={name!r} was requested but CUDA is not available on this machine; "
+                "valid devices here: 'cpu', 'auto'"
+            )
+        return torch.device(name)
+    raise InvalidDeviceError(f"device={name!r} is not valid: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+def published_weights(card: ModelCard) -> Any:
+    """The torchvision weights enum member named by the card (e.g. ``ResNet18_Weights.IMAGENET1K_V1``)."""
+    arch = card.data["backbone"]["architecture"]
+    enum_name, member = card.data["backbone"]["weights"].split(".")
+    return getattr(getattr(_ARCHITECTURES[arch][1], enum_name), member)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load_state_dict(path: Path, expected_prefix: str | None) -> tuple[dict[str, torch.Tensor], str]:
+    """Load a weights file (no arbitrary unpickling) after checking its sha256 against ``expected_prefix``."""
+    digest = _sha256(path)
+    if expected_prefix is not None and not digest.startswith(expected_prefix):
+        raise BackboneWeightsError(
+            f"backbone_weights={str(path)!r} has sha256 {digest[:16]}…, but the published weights start with "
+            f"{expected_prefix}; pass verify_hash=False to use other weights on purpose"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise BackboneWeightsError(f"backbone_weights={str(path)!r} cannot be read as a state dict: {exc}") from exc
+    if not isinstance(state, dict):
+        raise BackboneWeightsError(f"backbone_weights={str(path)!r} does not hold a state dict (got {type(state).__name__})")
+    return state, digest
+
+
+def resolve_weights(card: ModelCard, backbone_weights: str | os.PathLike | None, verify_hash: bool = True
+                    ) -> tuple[dict[str, torch.Tensor] | None, dict[str, str]]:
+    """Find the backbone's state dict.
+
+    Parameters
+    ----------
+    card : ModelCard
+    backbone_weights : "default", path or None
+        ``"default"``: torchvision's published weights (cached under ``TORCH_HOME``; fetched unless offline).
+        A path: a local weights file. ``None`` or ``"untrained"``: no weights (random, seeded, deterministic).
+    verify_hash : bool
+        Check a local file's sha256 against the published hash prefix.
+
+    Returns
+    -------
+    state_dict : dict or None
+    identity : dict
+        ``{"weights": <enum name | "untrained" | "file">, "sha256": ..., "source": ...}`` for the metadata.
+    """
+    if backbone_weights is None or backbone_weights == "untrained":
+        return None, {"weights": "untrained", "seed": str(UNTRAINED_SEED)}
+    weights = published_weights(card)
+    filename = Path(weights.url).name
+    match = _HASH_PREFIX.search(filename)
+    prefix = match.group(1) if match else None
+    if backbone_weights == "default":
+        folder = Path(torch.hub.get_dir()) / "checkpoints"
+        cached = folder / filename
+        if not cached.exists():
+            how = (f"backbone weights {filename} are not in {folder}. Download {weights.url} into that folder "
+                   f"(or pass backbone_weights=PATH)")
+            if is_offline():
+                raise BackboneWeightsError(f"{how}; BERG_OFFLINE is set, so berg will not fetch it")
+            try:
+                torch.hub.load_state_dict_from_url(weights.url, progress=True, check_hash=True)
+            except Exception as exc:  # network failures come in many types
+                raise BackboneWeightsError(f"{how}: fetching it failed ({exc})") from exc
+        state, digest = _load_state_dict(cached, prefix)
+        return state, {"weights": card.data["backbone"]["weights"], "sha256": digest, "source": weights.url}
+    path = Path(backbone_weights)
+    if not path.is_file():
+        raise BackboneWeightsError(
+            f"backbone_weights={str(backbone_weights)!r} is not a file; valid values: 'default', None/'untrained', "
+            "or the path of a weights file"
+        )
+    state, digest = _load_state_dict(path, prefix if verify_hash else None)
+    name = card.data["backbone"]["weights"] if verify_hash else "file"
+    return state, {"weights": name, "sha256": digest, "source": str(path.resolve())}
+
+
+def build_backbone(card: ModelCard, state_dict: dict[str, torch.Tensor] | None) -> torch.nn.Module:
+    """Build the card's torchvision architecture, load ``state_dict`` (or seed an untrained one), eval mode."""
+    builder = _ARCHITECTURES[card.data["backbone"]["architecture"]][0]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(UNTRAINED_SEED)
+        model = builder(weights=None)
+    if state_dict is not None:
+        try:
+            model.load_state_dict(state_dict)
+        except RuntimeError as exc:
+            raise BackboneWeightsError(f"backbone weights do not fit {card.data['backbone']['architecture']}: {exc}") from exc
+    return model.eval()
+
+
+def sample_frame_indices(n_available: int, n_frames: int) -> np.ndarray:
+    """Frame indices ``linspace(0, n_available - 1, n_frames)`` truncated to int, shape (n_frames,)."""
+    return np.linspace(0, n_available - 1, n_frames).astype(np.int64)
+
+
+@dataclass
+class Preprocessing:
+    """Resize (on the input dtype), centre crop, scale to [0, 1], normalise; from a card's ``preprocessing``."""
+
+    resize: tuple[int, int]
+    crop: tuple[int, int] | None
+    mean: torch.Tensor
+    std: torch.Tensor
+    antialias: bool
+
+    @classmethod
+    def from_card(cls, card: ModelCard) -> "Preprocessing":
+        p = card.data["preprocessing"]
+        return cls(resize=tuple(p["resize"]), crop=tuple(p["crop"]) if p.get("crop") else None,
+                   mean=torch.tensor(p["mean"]).view(3, 1, 1), std=torch.tensor(p["std"]).view(3, 1, 1),
+                   antialias=bool(p.get("antialias", True)))
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (N, 3, H, W), uint8 or float in [0, 1] -> normalised float32 (N, 3, h, w)."""
+        if tuple(images.shape[-2:]) != self.resize:
+            images = TF.resize(images, list(self.resize), antialias=self.antialias)
+        if self.crop is not None:
+            images = TF.center_crop(images, list(self.crop))
+        images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        mean, std = self.mean.to(images.device), self.std.to(images.device)
+        return (images - mean) / std
+
+
+class FeatureExtractor(torch.nn.Module):
+    """A backbone truncated to the card's return nodes, with the card's preprocessing.
+
+    Parameters
+    ----------
+    card : ModelCard
+    backbone : torch.nn.Module
+        The full torchvision model (weights loaded).
+    weights_identity : dict
+        What :func:`resolve_weights` says about the weights, for the metadata.
+    """
+
+    def __init__(self, card: ModelCard, backbone: torch.nn.Module, weights_identity: dict[str, str]):
+        super().__init__()
+        self.weights_identity = weights_identity
+        self.nodes: list[str] = list(card.data["backbone"]["return_nodes"])
+        self.is_video = card.stimulus_kind == "video"
+        self.preprocess = Preprocessing.from_card(card)
+        self.body = create_feature_extractor(backbone, return_nodes={n: n for n in self.nodes}).eval()
+
+    def extract(self, batch: torch.Tensor | list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Features at each return node: ``{node: (B, *node_shape) float32}``.
+
+        ``batch`` is (B, 3, H, W) images or (B, T, 3, H, W) clips (frames already sampled), uint8 or float in
+        [0, 1]; a list of (3, H, W) images of different sizes is also accepted.
+        """
+        if isinstance(batch, list):
+            x = torch.stack([self.preprocess(img[None])[0] for img in batch])
+        elif self.is_video:
+            b, t = batch.shape[:2]
+            x = self.preprocess(batch.flatten(0, 1))
+            x = x.view(b, t, *x.shape[1:]).permute(0, 2, 1, 3, 4)  # (B, 3, T, h, w)
+        else:
+            x = self.preprocess(batch)
+        return self.body(x)
+
+    forward = extract
+
+
+def build_feature_extractor(card: ModelCard, weights: str | os.PathLike | None = "default", verify_hash: bool = True,
+                            device: str | torch.device = "cpu") -> FeatureExtractor:
+    """Build the card's feature extractor on ``device`` (its ``weights_identity`` says which weights)."""
+    device = resolve_device(device)
+    state, identity = resolve_weights(card, weights, verify_hash)
+    return FeatureExtractor(card, build_backbone(card, state), identity).to(device)

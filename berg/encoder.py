@@ -1,0 +1,210 @@
+"""The generic encoder: backbone + readout + selection for any card, and streaming ``encode``."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Mapping
+from importlib import metadata as _importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .backbones import FeatureExtractor, build_feature_extractor, resolve_device
+from .cards import ModelCard
+from .errors import MissingFilesError
+from .readout import Readout
+from .selection import Selection, resolve_selection
+from .stimuli import Batch, as_stimulus_set
+from .storage.native import (SubjectMetadata, load_arrays, native_paths, projection_path, read_subject_metadata,
+                             readout_path)
+
+DEFAULT_BATCH_SIZE = {"image": 32, "video": 2}
+
+
+def berg_version() -> str:
+    """The installed berg version."""
+    try:
+        return _importlib_metadata.version("berg")
+    except _importlib_metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class EncodingModel:
+    """One subject's encoder: feature extractor, readout and selection on one device.
+
+    Built by :func:`berg.get_encoding_model`; use it with :func:`berg.encode`.
+
+    Attributes
+    ----------
+    card : ModelCard
+    subject : int or "group"
+    device : torch.device
+    extractor : FeatureExtractor
+    readout : Readout
+    metadata : dict
+        Per output column: ``voxel_ijk`` (n_outputs, 3), ``roi_columns`` {roi: columns}, ``accuracy``
+        {name: (n_outputs,)}; and ``model_id``, ``subject``, ``selection``, ``n_voxels``, ``volume_shape``,
+        ``affine``, ``fill_value``, ``backbone``, ``units``, ``berg_version``.
+    """
+
+    def __init__(self, card: ModelCard, subject: int | str, extractor: FeatureExtractor, readout: Readout,
+                 metadata: dict[str, Any], device: torch.device):
+        self.card, self.subject, self.extractor, self.readout = card, subject, extractor, readout
+        self.metadata, self.device = metadata, device
+
+    @property
+    def n_outputs(self) -> int:
+        return self.readout.n_outputs
+
+    def __repr__(self) -> str:
+        return (f"EncodingModel({self.card.model_id!r}, subject={self.subject!r}, n_outputs={self.n_outputs}, "
+                f"device={str(self.device)!r}, backbone_weights={self.metadata['backbone']['weights']!r})")
+
+    def _to_device(self, batch: Batch) -> Batch:
+        if self.device.type == "cpu":
+            return batch
+        if isinstance(batch, list):
+            return [b.pin_memory().to(self.device, non_blocking=True) for b in batch]
+        return batch.pin_memory().to(self.device, non_blocking=True)
+
+    @torch.inference_mode()
+    def forward_batch(self, batch: Batch) -> torch.Tensor:
+        """Responses (B, n_outputs) float32 on the model's device for one prepared batch."""
+        return self.readout(self.extractor.extract(self._to_device(batch)))
+
+    def predict_batch(self, batch) -> np.ndarray:
+        """Responses (B, n_outputs) float32 for one batch given in any accepted stimulus form."""
+        stimuli = as_stimulus_set(batch, self.card.stimulus_kind, self.card.data["stimulus"].get("n_frames"))
+        return self.forward_batch(stimuli.load(0, stimuli.n)).float().cpu().numpy()
+
+
+def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_progress: bool = False,
+           batch_size: int | None = None):
+    """In-silico responses of ``model`` to ``stimulus``.
+
+    Parameters
+    ----------
+    model : EncodingModel
+        From :func:`berg.get_encoding_model`.
+    stimulus : array, tensor, list of PIL images, or path(s)
+        Images (B, 3, H, W) / (B, H, W, 3) or clips (B, T, 3, H, W) / (B, T, H, W, 3): uint8, integers in 0..255
+        or floats in [0, 1]; image or video file paths. See :func:`berg.stimuli.as_stimulus_set`.
+    return_metadata : bool
+        Also return the model's metadata (voxel coordinates, ROIs, accuracy … per output column).
+    show_progress : bool
+        Show a progress bar over batches.
+    batch_size : int, optional
+        Stimuli per forward pass (default 32 images or 2 clips).
+
+    Returns
+    -------
+    responses : (n_stimuli, n_outputs) float32 array
+        In the model's units (``metadata["units"]``).
+    metadata : dict, only with ``return_metadata=True``
+    """
+    if not isinstance(model, EncodingModel):
+        raise TypeError(f"model must be an EncodingModel from berg.get_encoding_model, got {type(model).__name__}")
+    kind = model.card.stimulus_kind
+    stimuli = as_stimulus_set(stimulus, kind, model.card.data["stimulus"].get("n_frames"))
+    batch_size = int(batch_size or DEFAULT_BATCH_SIZE[kind])
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be a positive integer")
+    responses = np.empty((stimuli.n, model.n_outputs), dtype=np.float32)
+    starts = range(0, stimuli.n, batch_size)
+    # decoding of the next batch runs in a background thread while the current one is computed
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool, \
+            tqdm(total=stimuli.n, disable=not show_progress, unit=kind) as bar:
+        pending = pool.submit(stimuli.load, 0, min(batch_size, stimuli.n))
+        for start in starts:
+            batch = pending.result()
+            stop = min(start + batch_size, stimuli.n)
+            if stop < stimuli.n:
+                pending = pool.submit(stimuli.load, stop, min(stop + batch_size, stimuli.n))
+            responses[start:stop] = model.forward_batch(batch).float().cpu().numpy()
+            bar.update(stop - start)
+    return (responses, model.metadata) if return_metadata else responses
+
+
+def _require(paths: list[Path], card: ModelCard, subject) -> None:
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise MissingFilesError(
+            f"model {card.model_id!r} (subject {subject}) is missing {len(missing)} file(s): "
+            + ", ".join(str(p) for p in missing)
+            + f". Get them with `berg download {card.model_id} --subject {subject}`"
+            + " (or `berg import-img2fmri` for the img2fmri model)")
+
+
+def _column_metadata(card: ModelCard, subject, meta: SubjectMetadata, sel: Selection) -> dict[str, Any]:
+    roi_columns = {}
+    for name in meta.roi_names:
+        rows = meta.roi_rows(name)
+        member = np.isin(sel.voxels, meta.row_voxel[rows]) if sel.whole_brain else np.isin(sel.rows, rows)
+        cols = np.flatnonzero(member)
+        if cols.size:
+            roi_columns[name] = cols
+    return {
+        "model_id": card.model_id,
+        "subject": subject,
+        "selection": sel.description,
+        "n_voxels": int(sel.voxels.size),
+        "voxel_ijk": meta.voxel_ijk[sel.voxels],
+        "voxel_index": sel.voxels,
+        "volume_shape": tuple(meta.info["volume_shape"]),
+        "affine": np.asarray(meta.info["affine"], dtype=np.float64),
+        "space": meta.info.get("space", card.data["space"]),
+        "fill_value": float("nan"),
+        "roi_columns": roi_columns,
+        "accuracy": {k: v[sel.voxels] for k, v in meta.accuracy().items()},
+        "accuracy_units": meta.info.get("accuracy", {}),
+        "units": card.data.get("units", "arbitrary"),
+        "provenance": meta.info.get("provenance", {}),
+        "berg_version": berg_version(),
+    }
+
+
+def _subject_readout(card: ModelCard, model_dir: Path, subject, meta: SubjectMetadata, sel: Selection,
+                     node_dims: Mapping[str, int]) -> Readout:
+    arrays = load_arrays(readout_path(model_dir, subject))
+    prefix = "whole_brain." if sel.whole_brain else ""
+    weight = torch.from_numpy(arrays[prefix + "weight"][sel.rows])
+    bias = torch.from_numpy(arrays[prefix + "bias"][sel.rows])
+    projection = projection_bias = None
+    if card.has_projection:
+        shared = load_arrays(projection_path(model_dir))
+        projection = {n: torch.from_numpy(shared[f"weight.{n}"]) for n in node_dims}
+        projection_bias = torch.from_numpy(shared["bias"])
+    return Readout(weight, bias, node_dims, projection, projection_bias)
+
+
+def node_dims(card: ModelCard) -> dict[str, int]:
+    """Flattened feature size of every return node, from the card's ``feature_shapes``."""
+    shapes = card.data["backbone"].get("feature_shapes", {})
+    return {n: int(np.prod(shapes[n])) for n in card.data["backbone"]["return_nodes"]}
+
+
+def load_encoding_model(card: ModelCard, berg_dir: Path, subject, selection=None, device="auto",
+                        backbone_weights="default", verify_hash: bool = True) -> EncodingModel:
+    """Build an :class:`EncodingModel` from native files under ``berg_dir`` (see :func:`berg.get_encoding_model`)."""
+    subject = card.check_subject(subject)
+    device = resolve_device(device)
+    model_dir = Path(berg_dir) / card.folder
+    _require(native_paths(model_dir, subject, card.has_projection), card, subject)
+    meta = read_subject_metadata(model_dir, subject)
+    has_whole_brain = "whole_brain.bias" in _readout_keys(model_dir, subject)
+    sel = resolve_selection(selection, meta, has_whole_brain)
+    readout = _subject_readout(card, model_dir, subject, meta, sel, node_dims(card))
+    extractor = build_feature_extractor(card, backbone_weights, verify_hash, device)
+    metadata = _column_metadata(card, subject, meta, sel)
+    metadata["backbone"] = {"architecture": card.data["backbone"]["architecture"], **extractor.weights_identity}
+    return EncodingModel(card, subject, extractor, readout.to(device), metadata, device)
+
+
+def _readout_keys(model_dir: Path, subject) -> set[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(readout_path(model_dir, subject)), framework="numpy") as handle:
+        return set(handle.keys())

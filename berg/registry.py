@@ -1,0 +1,53 @@
+"""The registry: model id -> model card, from the packaged cards and a berg_dir's own ``model_cards/``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .cards import ModelCard, load_card, packaged_cards
+from .errors import UnknownModelError, close_matches
+
+
+def available_cards(berg_dir: str | Path | None = None) -> dict[str, ModelCard]:
+    """All cards by model id; cards in ``<berg_dir>/model_cards/*.yaml`` add to (and override) the packaged ones."""
+    cards = {c.model_id: c for c in packaged_cards()}
+    if berg_dir is not None:
+        folder = Path(berg_dir) / "model_cards"
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.yaml")):
+                card = load_card(path)
+                cards[card.model_id] = card
+    return dict(sorted(cards.items()))
+
+
+def get_card(model_id: str, berg_dir: str | Path | None = None) -> ModelCard:
+    """The card of ``model_id``, or :class:`UnknownModelError` with close matches."""
+    cards = available_cards(berg_dir)
+    if model_id not in cards:
+        raise UnknownModelError(f"model_id={model_id!r} is not in the zoo.{close_matches(model_id, cards)} "
+                                f"Available models: {', '.join(cards)}")
+    return cards[model_id]
+
+
+def catalog(berg_dir: str | Path | None = None) -> dict[str, dict]:
+    """One summary per model: modality, dataset, stimulus kind, backbone, subjects, number of ROIs."""
+    return {
+        mid: {"modality": c.data["modality"], "train_dataset": c.data["train_dataset"],
+              "stimulus": c.stimulus_kind, "backbone": c.data["backbone"]["architecture"],
+              "subjects": c.subjects + (["group"] if c.has_group else []), "n_rois": len(c.data["rois"]),
+              "description": " ".join(c.data["description"].split())}
+        for mid, c in available_cards(berg_dir).items()
+    }
+
+
+def format_catalog(entries: dict[str, dict]) -> str:
+    """The catalog as a text table."""
+    header = f"{'model_id':<26} {'stimulus':<8} {'backbone':<9} {'dataset':<9} {'subjects':<14} rois"
+    lines = [header, "-" * len(header)]
+    for mid, e in entries.items():
+        subj = e["subjects"]
+        subjects = f"{subj[0]}-{subj[-1]}" if all(isinstance(s, int) for s in subj) else \
+            f"{subj[0]}-{subj[-2]}, {subj[-1]}"
+        lines.append(f"{mid:<26} {e['stimulus']:<8} {e['backbone']:<9} {e['train_dataset']:<9} {subjects:<14} "
+                     f"{e['n_rois']}")
+    return "\n".join(lines)
