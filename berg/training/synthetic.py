@@ -189,7 +189,8 @@ def write_dataset(data: SyntheticData, folder: str | Path, name: str = "syntheti
     spec = {"name": name, "template": template, "subject": 1, "stimuli": stim,
             "responses": {"kind": "hdf5", "path": "responses.h5", "dataset": "responses", "voxel_ijk": "voxel_ijk"},
             "trials": "trials.tsv", "split": {"test": list(data.test_ids)},
-            "grid": {"shape": list(MNI_SHAPE), "affine": MNI_AFFINE.tolist()}, "rois": rois, **options}
+            "grid": {"shape": list(MNI_SHAPE), "affine": MNI_AFFINE.tolist()}, "space": "MNI152", "rois": rois,
+            **options}
     with atomic_path(folder / "dataset.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(spec, sort_keys=False))
     return folder / "dataset.yaml"
