@@ -1,0 +1,86 @@
+"""Low-level baselines computed on the same frame stream as an encoder, to compare with DNN predictions.
+
+Both are fractions of full scale in [0, 1] (pixel value / 255) of the gamma-encoded RGB values as
+decoded; neither is calibrated photometric luminance (cd/m^2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from .errors import InvalidStimulusError
+
+_LUMA = np.array([0.2126, 0.7152, 0.0722])
+
+
+def _check(frames: np.ndarray) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.ndim < 3 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise InvalidStimulusError(
+            f"frames must be uint8 RGB shaped (..., H, W, 3); got dtype {frames.dtype} shape {frames.shape}."
+        )
+    return frames
+
+
+def brightness(frames: np.ndarray) -> np.ndarray:
+    """Brightness as pliers/Neuroscout define it: max over R, G, B per pixel, mean over pixels, / 255.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray
+        uint8, shape (..., H, W, 3).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, shape (...), in [0, 1].
+    """
+    frames = _check(frames)
+    return frames.max(axis=-1).mean(axis=(-2, -1)) / 255.0
+
+
+def luminance(frames: np.ndarray) -> np.ndarray:
+    """Relative luminance as img2fmri defines it: 0.2126 R + 0.7152 G + 0.0722 B, mean over pixels, / 255.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray
+        uint8, shape (..., H, W, 3).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, shape (...), in [0, 1].
+    """
+    frames = _check(frames)
+    return (frames.mean(axis=(-3, -2)) @ _LUMA) / 255.0
+
+
+BASELINES: dict[str, Callable[[np.ndarray], np.ndarray]] = {"brightness": brightness, "luminance": luminance}
+UNITS = "fraction of full scale (pixel value / 255), in [0, 1]"
+
+
+def check_names(names: Sequence[str]) -> tuple[str, ...]:
+    """Validate baseline names; return them as a tuple."""
+    names = tuple(names or ())
+    for name in names:
+        if name not in BASELINES:
+            raise InvalidStimulusError(f"baselines contains {name!r}; valid names are {sorted(BASELINES)}.")
+    return names
+
+
+def compute(names: Sequence[str], batch: np.ndarray, is_clip: bool) -> dict[str, np.ndarray]:
+    """Baselines of a batch: (B, H, W, 3) frames, or (B, T, H, W, 3) clips averaged over their T frames.
+
+    Returns
+    -------
+    dict
+        name -> float32 (B,).
+    """
+    out = {}
+    for name in names:
+        values = BASELINES[name](batch)
+        out[name] = (values.mean(axis=1) if is_clip else values).astype(np.float32)
+    return out

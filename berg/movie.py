@@ -1,0 +1,404 @@
+"""Naturalistic movies: stream a film through an encoder into predicted BOLD at the scanner's TR.
+
+The time axis, in seconds from the film's first frame:
+
+* Samples. Image models see frames sampled at ``sample_rate_hz`` (or every frame); sample ``j`` is stamped
+  ``j / sample_rate_hz`` (or the frame's start time) and stands for the interval ``[t, t + 1 / rate)``.
+  Video models see sliding clips of ``clip_s`` seconds every ``stride_s`` seconds; a clip is stamped at its
+  centre ``c`` and stands for ``[c - stride_s / 2, c + stride_s / 2)``.
+* Each sample's response is held over its interval (zero before the film and after it), convolved with the
+  HRF (nilearn's "spm" or "glover" kernel, unit area) on a grid of TR / 50, low-passed against aliasing
+  (5th-order Butterworth at the scan Nyquist frequency 1 / (2 TR), run forward and backward: zero phase),
+  and read at the acquisition times ``t_k = (k + slice_time_ref) * TR``, ``k = 0 .. n_scans - 1``.
+  For a single event this equals nilearn's ``compute_regressor`` up to the low-pass and grid quantisation.
+
+Memory: per-sample responses stream to an HDF5 sink; the per-scan series are computed from it in blocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from scipy.signal import butter, sosfiltfilt
+from tqdm.auto import tqdm
+
+from . import baselines as _baselines
+from . import sinks
+from .errors import InvalidStimulusError
+from .video import clip_plan, iter_clips, iter_frames, probe
+
+log = logging.getLogger(__name__)
+
+OVERSAMPLING = 50
+HRF_MODELS = ("spm", "glover", None)
+_LOWPASS_ORDER = 5
+_LOWPASS_PAD_TR = 16  # the zero-phase low-pass impulse response has decayed below 1e-6 of its peak by then
+_SCAN_BLOCK = 128
+_BLOCK_BYTES = 64 << 20
+
+
+@dataclass
+class MovieResult:
+    """What :func:`predict_movie` returns.
+
+    Attributes
+    ----------
+    bold : numpy.ndarray
+        (n_scans, n_outputs) float32 predicted BOLD at ``frame_times``, model units (HRF has unit area).
+    frame_times : numpy.ndarray
+        (n_scans,) float64 acquisition times (s).
+    sample_times : numpy.ndarray
+        (n_samples,) float64 sample time stamps (s).
+    samples : numpy.ndarray or None
+        (n_samples, n_outputs) float32 encoder responses per sample; None when an HDF5 output holds them
+        (read it with :func:`berg.sinks.read_h5`).
+    baselines : dict
+        name -> (n_samples,) float32 per-sample baselines.
+    baselines_tr : dict
+        name -> (n_scans,) float32 baselines convolved and resampled like ``bold``.
+    metadata : dict
+        Model, subject, timing parameters and units.
+    outputs : list of pathlib.Path
+        Files written.
+    """
+
+    bold: np.ndarray
+    frame_times: np.ndarray
+    sample_times: np.ndarray
+    samples: np.ndarray | None
+    baselines: dict = field(default_factory=dict)
+    baselines_tr: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
+    outputs: list = field(default_factory=list)
+
+
+def scan_times(n_scans: int, tr: float, slice_time_ref: float = 0.0) -> np.ndarray:
+    """Acquisition times ``(k + slice_time_ref) * tr`` (s), float64 (n_scans,)."""
+    return (np.arange(int(n_scans), dtype=np.float64) + float(slice_time_ref)) * float(tr)
+
+
+@lru_cache(maxsize=8)
+def _kernel_cdf(tr: float, hrf: str | None) -> tuple[float, float, np.ndarray]:
+    """Cumulative sum of the HRF-then-low-pass kernel on a grid of ``tr / OVERSAMPLING``: ``(u0, dt, K)``."""
+    dt = tr / OVERSAMPLING
+    if hrf is None:
+        h = np.ones(1)
+    else:
+        from nilearn.glm.first_level import glover_hrf, spm_hrf
+
+        h = (spm_hrf if hrf == "spm" else glover_hrf)(tr, OVERSAMPLING)
+    pad = _LOWPASS_PAD_TR * OVERSAMPLING
+    x = np.zeros(2 * pad + h.size)
+    x[pad:pad + h.size] = h / h.sum()
+    sos = butter(_LOWPASS_ORDER, 1.0 / OVERSAMPLING, output="sos")
+    k = sosfiltfilt(sos, x, padtype=None)
+    return -pad * dt, dt, np.cumsum(k)
+
+
+def to_scans(sample_times: np.ndarray, values, frame_times: np.ndarray, tr: float, hrf: str | None = "spm",
+             hold_s: float = 0.5, hold_offset_s: float = 0.0) -> np.ndarray:
+    """Convolve a sampled series with the HRF and read it at scan times (see the module docstring).
+
+    Parameters
+    ----------
+    sample_times : numpy.ndarray
+        (n_samples,) increasing sample times (s).
+    values : array-like
+        (n_samples,) or (n_samples, n_cols) values; numpy array or h5py dataset (read in blocks).
+    frame_times : numpy.ndarray
+        (n_scans,) times to read the result at (s).
+    tr : float
+        Repetition time (s): sets the kernel grid and the anti-alias cutoff.
+    hrf : {"spm", "glover", None}
+        None skips the HRF (low-pass and resampling only).
+    hold_s, hold_offset_s : float
+        Each sample stands for ``[t + hold_offset_s, t + hold_offset_s + hold_s)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, (n_scans,) or (n_scans, n_cols).
+    """
+    u0, dt, cdf = _kernel_cdf(float(tr), hrf)
+    grid = u0 + dt * np.arange(cdf.size)
+    starts = np.asarray(sample_times, dtype=np.float64) + hold_offset_s
+    frame_times = np.asarray(frame_times, dtype=np.float64)
+    one_d = len(values.shape) == 1
+    n_cols = 1 if one_d else values.shape[1]
+    out = np.zeros((frame_times.size, n_cols), dtype=np.float32)
+    for s0 in range(0, frame_times.size, _SCAN_BLOCK):
+        t = frame_times[s0:s0 + _SCAN_BLOCK]
+        i0 = int(np.searchsorted(starts, t.min() - grid[-1] - hold_s, "left"))
+        i1 = int(np.searchsorted(starts, t.max() - grid[0], "right"))
+        if i1 <= i0:
+            continue
+        tau = t[:, None] - starts[None, i0:i1]
+        weights = (np.interp(tau, grid, cdf, left=0.0) - np.interp(tau - hold_s, grid, cdf, left=0.0)).astype(np.float32)
+        width = max(1, _BLOCK_BYTES // (4 * (i1 - i0)))
+        for c0 in range(0, n_cols, width):
+            block = values[i0:i1] if one_d else values[i0:i1, c0:c0 + width]
+            out[s0:s0 + t.size, c0:c0 + width] = weights @ np.asarray(block, dtype=np.float32).reshape(i1 - i0, -1)
+    return out[:, 0] if one_d else out
+
+
+def _batched(stream: Iterable[tuple[float, np.ndarray]], size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    times, items = [], []
+    for t, item in stream:
+        times.append(t)
+        items.append(item)
+        if len(items) == size:
+            yield np.asarray(times), np.stack(items)
+            times, items = [], []
+    if items:
+        yield np.asarray(times), np.stack(items)
+
+
+def _check_args(tr, n_scans, slice_time_ref, hrf, sample_rate_hz, clip_s, stride_s, batch_size) -> None:
+    def positive(name, value, allow_none=False):
+        if value is None and allow_none:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise InvalidStimulusError(f"{name} must be a positive number; got {value!r}.")
+
+    positive("tr", tr)
+    positive("sample_rate_hz", sample_rate_hz, allow_none=True)
+    positive("clip_s", clip_s)
+    positive("stride_s", stride_s, allow_none=True)
+    if n_scans is not None and (isinstance(n_scans, bool) or not isinstance(n_scans, (int, np.integer)) or n_scans < 1):
+        raise InvalidStimulusError(f"n_scans must be an integer >= 1 or None (video duration / tr); got {n_scans!r}.")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise InvalidStimulusError(f"batch_size must be an integer >= 1 or None; got {batch_size!r}.")
+    if not isinstance(slice_time_ref, (int, float)) or not 0.0 <= slice_time_ref <= 1.0:
+        raise InvalidStimulusError(f"slice_time_ref must be a fraction of the TR in [0, 1]; got {slice_time_ref!r}.")
+    if hrf not in HRF_MODELS:
+        raise InvalidStimulusError(f"hrf={hrf!r} is not valid; valid values are 'spm', 'glover' and None.")
+
+
+def _outputs(output) -> list[Path]:
+    paths = [] if output is None else [output] if isinstance(output, (str, os.PathLike)) else list(output)
+    paths = [Path(p) for p in paths]
+    kinds = [sinks.output_kind(p) for p in paths]
+    if kinds.count("hdf5") > 1:
+        raise InvalidStimulusError(f"output names {kinds.count('hdf5')} HDF5 files; give at most one.")
+    return paths
+
+
+def predict_movie(model, video: str | os.PathLike, tr: float, n_scans: int | None = None, slice_time_ref: float = 0.0,
+                  hrf: str | None = "spm", sample_rate_hz: float | None = 2.0, clip_s: float = 3.0,
+                  stride_s: float | None = None, batch_size: int | None = None, output=None, resume: bool = False,
+                  show_progress: bool = True, baselines: Sequence[str] = ("brightness", "luminance")) -> MovieResult:
+    """Predict BOLD time series for a film, streamed from disk (see the module docstring for the time axis).
+
+    Parameters
+    ----------
+    model : EncodingModel
+        Needs ``card.stimulus_kind``, ``card.data["stimulus"]["n_frames"]`` (video models), ``n_outputs``,
+        ``metadata`` and ``predict_batch(uint8 (B, H, W, 3) or (B, T, H, W, 3)) -> float32 (B, n_outputs)``.
+    video : str or PathLike
+        Video file (anything PyAV decodes).
+    tr : float
+        Repetition time (s).
+    n_scans : int or None
+        Number of scans; None gives ``floor(duration / tr)``.
+    slice_time_ref : float
+        Acquisition time within each TR, as a fraction in [0, 1] (0 = start, 0.5 = middle).
+    hrf : {"spm", "glover", None}
+        HRF kernel; None skips the convolution.
+    sample_rate_hz : float or None
+        Image models: frames per second sampled (None = every frame).
+    clip_s : float
+        Video models: clip length (s); frames per clip come from the card.
+    stride_s : float or None
+        Video models: time between clip starts (s); None = ``tr``.
+    batch_size : int or None
+        Samples per encoder call (None: 16 frames or 2 clips).
+    output : path or list of paths or None
+        Files to write, kind by extension: ``.nii``/``.nii.gz`` (4D volume), ``.h5``/``.hdf5`` (everything),
+        ``.tsv`` (ROI-mean predictors + JSON sidecar).
+    resume : bool
+        Continue an interrupted run with the same parameters from its in-progress HDF5 file.
+    show_progress : bool
+        Show a progress bar over the film.
+    baselines : sequence of str
+        Low-level baselines computed on the same frames (:mod:`berg.baselines`).
+
+    Returns
+    -------
+    MovieResult
+    """
+    _check_args(tr, n_scans, slice_time_ref, hrf, sample_rate_hz, clip_s, stride_s, batch_size)
+    names = _baselines.check_names(baselines)
+    paths = _outputs(output)
+    if resume and not paths:
+        raise InvalidStimulusError("resume=True needs an output path (the run's progress is kept beside it); give output=.")
+    info = probe(video)
+    is_clip = model.card.stimulus_kind == "video"
+    n_scans = int(n_scans) if n_scans is not None else math.floor(info.duration_s / tr + 1e-9)
+    if n_scans < 1:
+        raise InvalidStimulusError(f"video={str(video)!r} lasts {info.duration_s:.3f} s, shorter than tr={tr}; give n_scans.")
+    frame_times = scan_times(n_scans, tr, slice_time_ref)
+    if is_clip:
+        stride_s = float(stride_s or tr)
+        n_clip_frames = int(model.card.data["stimulus"]["n_frames"])
+        n_total = len(clip_plan(info, clip_s, n_clip_frames, stride_s))
+        hold_s, hold_offset_s = stride_s, -stride_s / 2.0
+        sampling = {"clip_s": clip_s, "stride_s": stride_s, "clip_frames": n_clip_frames}
+    else:
+        rate = sample_rate_hz
+        n_total = info.n_frames if rate is None else math.ceil(info.duration_s * rate - 1e-9)
+        hold_s, hold_offset_s = 1.0 / (rate or info.fps), 0.0
+        sampling = {"sample_rate_hz": rate}
+    meta = dict(model.metadata)
+    params = {"model_id": meta.get("model_id"), "subject": meta.get("subject"), "n_outputs": int(model.n_outputs),
+              "video": os.path.abspath(video), "video_frames": info.n_frames, "video_fps": info.fps,
+              "stimulus_kind": "video" if is_clip else "image", "baselines": list(names), **sampling}
+    h5_out = next((p for p in paths if sinks.output_kind(p) == "hdf5"), None)
+    with contextlib.ExitStack() as stack:
+        if h5_out is not None:
+            sink_path = sinks.partial_path(h5_out)
+        elif paths:
+            sink_path = sinks.partial_path(paths[0], ".samples")
+        else:
+            sink_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="berg-movie-"))) / "samples.h5"
+        sink = sinks.SampleSink(sink_path, int(model.n_outputs), names, params, resume)
+        stack.callback(sink.close)
+        done = sink.n_done
+        if is_clip:
+            stream = iter_clips(video, clip_s, n_clip_frames, stride_s, start_index=done)
+        elif rate is None:
+            stream = iter_frames(video, None, start_s=float(sink.times()[-1]) + 0.5 / info.fps if done else 0.0)
+        else:
+            stream = iter_frames(video, rate, start_s=done / rate)
+        size = batch_size or (2 if is_clip else 16)
+        with tqdm(total=n_total, initial=done, disable=not show_progress, unit="clip" if is_clip else "frame",
+                  desc="movie") as bar:
+            for times, batch in _batched(stream, size):
+                responses = np.asarray(model.predict_batch(batch), dtype=np.float32)
+                if responses.shape != (len(times), int(model.n_outputs)):
+                    raise InvalidStimulusError(
+                        f"model.predict_batch returned shape {responses.shape}; expected {(len(times), model.n_outputs)}."
+                    )
+                sink.append(times, responses, _baselines.compute(names, batch, is_clip))
+                bar.update(len(times))
+        sample_times = sink.times()
+        bold = to_scans(sample_times, sink.responses, frame_times, tr, hrf, hold_s, hold_offset_s)
+        per_sample = {name: sink.baseline(name) for name in names}
+        per_scan = {name: to_scans(sample_times, per_sample[name], frame_times, tr, hrf, hold_s, hold_offset_s)
+                    for name in names}
+        meta.update(tr=float(tr), n_scans=n_scans, slice_time_ref=float(slice_time_ref), hrf=hrf or "none",
+                    n_samples=int(sample_times.size), hold_s=hold_s, hold_offset_s=hold_offset_s,
+                    units=model.card.data.get("units", "model output units"), baseline_units=_baselines.UNITS,
+                    **{k: v for k, v in params.items() if k not in meta})
+        written = _write_outputs(paths, bold, frame_times, per_scan, meta)
+        samples = None
+        if h5_out is None:
+            samples = np.asarray(sink.responses[: sample_times.size])
+        else:
+            sink.finish(bold, frame_times, per_scan, meta)
+        sink.close()
+        if h5_out is not None:
+            os.replace(sink_path, h5_out)
+            written.append(h5_out)
+        else:
+            sink_path.unlink(missing_ok=True)
+    return MovieResult(bold=bold, frame_times=frame_times, sample_times=sample_times, samples=samples,
+                       baselines=per_sample, baselines_tr=per_scan, metadata=meta, outputs=written)
+
+
+def _berg_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("berg")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _write_outputs(paths: list[Path], bold: np.ndarray, frame_times: np.ndarray, per_scan: dict, meta: dict) -> list[Path]:
+    written = []
+    for path in paths:
+        kind = sinks.output_kind(path)
+        if kind == "nifti":
+            missing = [k for k in ("voxel_ijk", "volume_shape", "affine") if meta.get(k) is None]
+            if missing:
+                raise InvalidStimulusError(f"output={str(path)!r} needs a volume, but the model's metadata lacks {missing}.")
+            fill = 0.0 if str(meta.get("subject")) == "group" else np.nan
+            written.append(sinks.write_nifti(path, bold, meta["voxel_ijk"], meta["volume_shape"], meta["affine"],
+                                             meta["tr"], fill=fill))
+        elif kind == "tsv":
+            written.extend(sinks.write_predictors(path, *_predictor_table(bold, per_scan, meta)))
+    return written
+
+
+def _predictor_table(bold: np.ndarray, per_scan: dict, meta: dict) -> tuple[dict, dict]:
+    rois = meta.get("roi_columns") or {"all": np.arange(bold.shape[1])}
+    columns = {name: bold[:, np.asarray(cols, dtype=np.int64)].mean(axis=1) for name, cols in rois.items()}
+    columns.update(per_scan)
+    hrf = meta["hrf"]
+    sidecar = {
+        "Description": "Predicted BOLD time courses (mean over each ROI's outputs) and low-level baselines, one row per scan.",
+        "model_id": meta.get("model_id"), "subject": meta.get("subject"), "HRF": hrf,
+        "RepetitionTime": meta["tr"], "SamplingFrequency": 1.0 / meta["tr"],
+        "StartTime": meta["slice_time_ref"] * meta["tr"], "SliceTimeRef": meta["slice_time_ref"],
+        "NumberOfScans": int(bold.shape[0]), "Units": meta["units"], "berg_version": _berg_version(),
+        "Columns": list(columns),
+    }
+    for name in rois:
+        sidecar[name] = {"Description": f"Mean predicted response over ROI {name}, HRF {hrf}, at scan times.",
+                         "Units": meta["units"]}
+    for name in per_scan:
+        sidecar[name] = {"Description": f"{name} of the frames (berg.baselines.{name}), HRF {hrf}, at scan times.",
+                         "Units": meta["baseline_units"]}
+    return columns, sidecar
+
+
+def register_cli(subparsers) -> None:
+    """Add ``berg movie MODEL --subject S VIDEO --tr TR -o OUT ...`` to an argparse subparsers object."""
+    p = subparsers.add_parser("movie", help="predict BOLD time series for a film at a given TR",
+                              description="Stream a video through an encoding model into predicted BOLD at the TR.")
+    p.add_argument("model", help="model id (see `berg list`)")
+    p.add_argument("video", help="video file")
+    p.add_argument("--subject", required=True, help="subject number, or 'group'")
+    p.add_argument("--tr", type=float, required=True, help="repetition time (s)")
+    p.add_argument("-o", "--output", action="append", required=True,
+                   help="output file, kind by extension (.nii/.nii.gz, .h5/.hdf5, .tsv); repeat for several")
+    p.add_argument("--n-scans", type=int, default=None, help="number of scans (default: duration / TR)")
+    p.add_argument("--slice-time-ref", type=float, default=0.0, help="acquisition time within the TR, in [0, 1]")
+    p.add_argument("--hrf", choices=["spm", "glover", "none"], default="spm")
+    p.add_argument("--rate", type=float, default=2.0, help="image models: frames sampled per second (0 = every frame)")
+    p.add_argument("--clip-s", type=float, default=3.0, help="video models: clip length (s)")
+    p.add_argument("--stride-s", type=float, default=None, help="video models: clip stride (s), default the TR")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--roi", nargs="+", default=None, help="keep only these ROIs' outputs")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--backbone-weights", default="default", help="'default', a weights file, or 'untrained'")
+    p.add_argument("--berg-dir", default=None)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run with the same outputs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_cli)
+
+
+def _run_cli(args) -> int:
+    import berg
+
+    subject = int(args.subject) if str(args.subject).isdigit() else args.subject
+    selection = None if not args.roi else {"roi": args.roi[0] if len(args.roi) == 1 else list(args.roi)}
+    weights = None if args.backbone_weights == "untrained" else args.backbone_weights
+    model = berg.get_encoding_model(args.model, subject=subject, selection=selection, device=args.device,
+                                    backbone_weights=weights, berg_dir=args.berg_dir)
+    result = predict_movie(model, args.video, tr=args.tr, n_scans=args.n_scans, slice_time_ref=args.slice_time_ref,
+                           hrf=None if args.hrf == "none" else args.hrf, sample_rate_hz=args.rate or None,
+                           clip_s=args.clip_s, stride_s=args.stride_s, batch_size=args.batch_size, output=args.output,
+                           resume=args.resume, show_progress=not args.quiet)
+    for path in result.outputs:
+        print(path)
+    return 0

@@ -1,0 +1,292 @@
+"""Where movie predictions go: a resumable HDF5 sample sink, a streamed 4D NIfTI, BIDS-style predictor TSVs.
+
+HDF5 layout (one file; ``OUT.h5`` once complete, ``.OUT.h5.partial`` while a run is going):
+
+``samples/responses`` (n_samples, n_outputs) float32
+    Encoder output per sample (frame or clip), in the model's units.
+``samples/times`` (n_samples,) float64
+    Sample time stamps (s): frame sample time, or clip centre.
+``samples/baselines/{name}`` (n_samples,) float32
+    Low-level baselines per sample (:mod:`berg.baselines`).
+``bold`` (n_scans, n_outputs) float32, ``frame_times`` (n_scans,) float64, ``baselines_tr/{name}`` (n_scans,)
+    The per-scan series, written when the run completes.
+attrs ``params`` (JSON: the run's parameters, checked on resume), ``n_done`` (samples committed),
+``metadata`` (JSON), ``complete`` (bool).
+
+Every output is written under a temporary name and renamed onto its final name only when complete.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import h5py
+import nibabel as nib
+import numpy as np
+
+from ._io import atomic_path, write_json
+from .errors import BergError, InvalidStimulusError
+
+log = logging.getLogger(__name__)
+
+OUTPUT_KINDS = {".nii": "nifti", ".nii.gz": "nifti", ".h5": "hdf5", ".hdf5": "hdf5", ".tsv": "tsv"}
+_CHUNK_ROWS = 64
+_CHUNK_COLS = 1024
+
+
+class ResumeError(BergError, ValueError):
+    """A ``resume`` request that does not match the interrupted run's parameters."""
+
+
+def output_kind(path: str | os.PathLike) -> str:
+    """Output kind of a path from its extension: "nifti", "hdf5" or "tsv"."""
+    name = Path(path).name.lower()
+    for ext, kind in sorted(OUTPUT_KINDS.items(), key=lambda item: -len(item[0])):
+        if name.endswith(ext):
+            return kind
+    raise InvalidStimulusError(
+        f"output={str(path)!r} has an unknown extension; valid extensions are {', '.join(OUTPUT_KINDS)}."
+    )
+
+
+def partial_path(final: str | os.PathLike, tag: str = "") -> Path:
+    """The deterministic in-progress name of an output: ``dir/.NAME{tag}.partial``."""
+    final = Path(final)
+    return final.with_name(f".{final.name}{tag}.partial")
+
+
+class SampleSink:
+    """Append-only HDF5 store of per-sample responses that survives being killed between batches.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        File to write (its in-progress name).
+    n_outputs : int
+        Columns of ``responses``.
+    baselines : sequence of str
+        Baseline names stored beside the responses.
+    params : dict
+        JSON-able run parameters; on resume they must equal the stored ones.
+    resume : bool
+        Continue from what ``path`` holds (if it exists and is readable) instead of starting over.
+    """
+
+    def __init__(self, path: str | os.PathLike, n_outputs: int, baselines: Sequence[str], params: Mapping, resume: bool):
+        self.path = Path(path)
+        self.baselines = tuple(baselines)
+        params_json = json.dumps(dict(params), sort_keys=True)
+        self._file = self._open_existing(params_json) if resume and self.path.exists() else None
+        if self._file is None:
+            self._file = self._create(n_outputs, params_json)
+
+    def _open_existing(self, params_json: str) -> h5py.File | None:
+        try:
+            f = h5py.File(self.path, "r+", rdcc_nbytes=64 << 20)
+            stored = f.attrs["params"]
+        except (OSError, KeyError) as exc:  # killed while the file's metadata was being written
+            log.warning("cannot resume from %s (%s); starting over", self.path, exc)
+            return None
+        if stored != params_json:
+            old, new = json.loads(stored), json.loads(params_json)
+            diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+            f.close()
+            raise ResumeError(
+                f"resume=True but the interrupted run in {str(self.path)!r} used other parameters "
+                f"(stored, given): {diff}; rerun with the same parameters, or without resume to start over."
+            )
+        n = int(f.attrs["n_done"])
+        for name in ["samples/responses", "samples/times", *(f"samples/baselines/{b}" for b in self.baselines)]:
+            f[name].resize(n, axis=0)
+        log.info("resuming from %s: %d samples done", self.path, n)
+        return f
+
+    def _create(self, n_outputs: int, params_json: str) -> h5py.File:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = h5py.File(self.path, "w", rdcc_nbytes=64 << 20)
+        cols = min(int(n_outputs), _CHUNK_COLS)
+        f.create_dataset("samples/responses", shape=(0, n_outputs), maxshape=(None, n_outputs), dtype="f4",
+                         chunks=(_CHUNK_ROWS, cols))
+        f.create_dataset("samples/times", shape=(0,), maxshape=(None,), dtype="f8", chunks=(4096,))
+        for name in self.baselines:
+            f.create_dataset(f"samples/baselines/{name}", shape=(0,), maxshape=(None,), dtype="f4", chunks=(4096,))
+        f.attrs["params"] = params_json
+        f.attrs["n_done"] = 0
+        f.attrs["complete"] = False
+        f.flush()
+        return f
+
+    @property
+    def n_done(self) -> int:
+        """Samples committed so far."""
+        return int(self._file.attrs["n_done"])
+
+    @property
+    def responses(self) -> h5py.Dataset:
+        """The (n_samples, n_outputs) float32 dataset (read slices of it)."""
+        return self._file["samples/responses"]
+
+    def times(self) -> np.ndarray:
+        """Sample times (s), float64 (n_samples,)."""
+        return self._file["samples/times"][: self.n_done]
+
+    def baseline(self, name: str) -> np.ndarray:
+        """One baseline per sample, float32 (n_samples,)."""
+        return self._file[f"samples/baselines/{name}"][: self.n_done]
+
+    def append(self, times: np.ndarray, responses: np.ndarray, baselines: Mapping[str, np.ndarray]) -> None:
+        """Append a batch, then commit it (``n_done`` moves only after the data is written and flushed)."""
+        n0, b = self.n_done, len(times)
+        rows = {"samples/times": times, "samples/responses": responses}
+        rows.update({f"samples/baselines/{k}": baselines[k] for k in self.baselines})
+        for name, values in rows.items():
+            dset = self._file[name]
+            dset.resize(n0 + b, axis=0)
+            dset[n0:] = values
+        self._file.flush()
+        self._file.attrs["n_done"] = n0 + b
+        self._file.flush()
+
+    def finish(self, bold: np.ndarray, frame_times: np.ndarray, baselines_tr: Mapping[str, np.ndarray],
+               metadata: Mapping) -> None:
+        """Store the per-scan series and metadata and mark the file complete (it stays open)."""
+        f = self._file
+        for name in ["bold", "frame_times", "baselines_tr"]:
+            if name in f:
+                del f[name]
+        f.create_dataset("bold", data=np.asarray(bold, dtype=np.float32))
+        f.create_dataset("frame_times", data=np.asarray(frame_times, dtype=np.float64))
+        for name, values in baselines_tr.items():
+            f.create_dataset(f"baselines_tr/{name}", data=np.asarray(values, dtype=np.float32))
+        f.attrs["metadata"] = json.dumps(dict(metadata), default=_jsonable)
+        f.attrs["complete"] = True
+        f.flush()
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        if self._file.id.valid:
+            self._file.close()
+
+
+def _jsonable(obj):
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return str(obj)
+
+
+def read_h5(path: str | os.PathLike) -> dict:
+    """Read a complete movie HDF5 file into memory (for files that fit).
+
+    Returns
+    -------
+    dict
+        ``samples`` (n_samples, n_outputs), ``sample_times``, ``bold`` (n_scans, n_outputs), ``frame_times``,
+        ``baselines_tr`` {name: (n_scans,)}, ``baselines`` {name: (n_samples,)}, ``metadata``, ``params``.
+    """
+    with h5py.File(path, "r") as f:
+        n = int(f.attrs["n_done"])
+        return {
+            "samples": f["samples/responses"][:n],
+            "sample_times": f["samples/times"][:n],
+            "baselines": {k: v[:n] for k, v in f["samples/baselines"].items()} if "samples/baselines" in f else {},
+            "bold": f["bold"][()],
+            "frame_times": f["frame_times"][()],
+            "baselines_tr": {k: v[()] for k, v in f["baselines_tr"].items()} if "baselines_tr" in f else {},
+            "metadata": json.loads(f.attrs["metadata"]),
+            "params": json.loads(f.attrs["params"]),
+        }
+
+
+def write_nifti(path: str | os.PathLike, bold: np.ndarray, voxel_ijk: np.ndarray, volume_shape: Sequence[int],
+                affine: np.ndarray, tr: float, fill: float = np.nan) -> Path:
+    """Write per-scan responses as a 4D float32 NIfTI-1, one volume at a time.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        ``.nii`` or ``.nii.gz``.
+    bold : numpy.ndarray
+        (n_scans, n_outputs) responses.
+    voxel_ijk : numpy.ndarray
+        (n_outputs, 3) int voxel coordinates of each output column.
+    volume_shape : (X, Y, Z)
+        Grid shape.
+    affine : numpy.ndarray
+        (4, 4) voxel-to-world (mm) affine, stored as sform and qform.
+    tr : float
+        Repetition time (s), stored in ``pixdim[4]``; xyzt units are mm and s.
+    fill : float
+        Value outside the model's voxels: NaN for subject space (outside the brain mask is unknown), 0 for
+        group MNI maps (img2fmri's convention: group z-scores are 0 outside the overlap mask).
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    bold = np.asarray(bold, dtype=np.float32)
+    ijk = np.asarray(voxel_ijk, dtype=np.int64)
+    shape = tuple(int(s) for s in volume_shape)
+    if bold.ndim != 2 or ijk.shape != (bold.shape[1], 3):
+        raise InvalidStimulusError(
+            f"bold must be (n_scans, n_outputs) and voxel_ijk (n_outputs, 3); got {bold.shape} and {ijk.shape}."
+        )
+    if len(shape) != 3 or (ijk < 0).any() or (ijk >= np.array(shape)).any():
+        raise InvalidStimulusError(f"voxel_ijk must lie inside volume_shape={shape}.")
+    affine = np.asarray(affine, dtype=np.float64)
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.float32)
+    header.set_data_shape((*shape, bold.shape[0]))
+    header.set_sform(affine, code="scanner")
+    header.set_qform(affine, code="scanner")
+    header.set_zooms((*np.sqrt((affine[:3, :3] ** 2).sum(axis=0)), float(tr)))
+    header.set_xyzt_units("mm", "sec")
+    header["vox_offset"] = 352
+    flat = np.ravel_multi_index(tuple(ijk.T), shape, order="F")
+    volume = np.empty(int(np.prod(shape)), dtype="<f4")
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(tmp, "wb") as fh:
+            fh.write(header.binaryblock)
+            fh.write(b"\x00" * 4)  # no extensions
+            for row in bold:
+                volume.fill(fill)
+                volume[flat] = row
+                fh.write(volume.tobytes())
+    return path
+
+
+def write_predictors(path: str | os.PathLike, columns: Mapping[str, np.ndarray], sidecar: Mapping) -> tuple[Path, Path]:
+    """Write a BIDS-style predictor TSV (header row, one row per scan) and its JSON sidecar.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        ``.tsv`` file; the sidecar is the same name with ``.json``.
+    columns : dict
+        Column name -> (n_scans,) values.
+    sidecar : dict
+        JSON-able description (model, subject, HRF, TR, units, column descriptions, ...).
+
+    Returns
+    -------
+    (tsv_path, json_path)
+    """
+    names = list(columns)
+    data = np.column_stack([np.asarray(columns[n], dtype=np.float64) for n in names])
+    path = Path(path)
+    json_path = path.with_suffix(".json")
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as fh:
+            fh.write("\t".join(names) + "\n")
+            for row in data:
+                fh.write("\t".join("n/a" if not np.isfinite(v) else f"{v:.9g}" for v in row) + "\n")
+    write_json(json_path, dict(sidecar))
+    return path, json_path

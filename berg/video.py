@@ -1,0 +1,358 @@
+"""Streaming video access with PyAV: probe, pick frames, iterate frames or clips, write test videos.
+
+Nothing here holds a whole film in memory: frames are decoded in order and dropped as soon as no
+requested frame or clip needs them. Times are in seconds on the video stream's own clock, starting
+at 0 for the first frame; frame ``i`` of a constant-rate video is shown over ``[i / fps, (i + 1) / fps)``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from ._io import atomic_path
+from .errors import InvalidStimulusError
+
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video file holds.
+
+    Attributes
+    ----------
+    n_frames : int
+        Number of video frames.
+    fps : float
+        Average frame rate (frames/s).
+    duration_s : float
+        ``n_frames / fps`` (s): the time the last frame stops being shown.
+    width, height : int
+        Frame size (pixels).
+    """
+
+    n_frames: int
+    fps: float
+    duration_s: float
+    width: int
+    height: int
+
+
+def _open(path: str | os.PathLike):
+    """Open ``path`` and return ``(container, video_stream)``; unreadable files raise InvalidStimulusError."""
+    path = Path(path)
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise InvalidStimulusError(
+            f"video={str(path)!r} cannot be read as a video file ({exc}); give a path to a file PyAV/FFmpeg can decode "
+            "(e.g. .mp4, .mkv, .avi, .mov)."
+        ) from exc
+    if not container.streams.video:
+        container.close()
+        raise InvalidStimulusError(f"video={str(path)!r} holds no video stream; give a file with one.")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    return container, stream
+
+
+def _fps(stream) -> float:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    if not rate or float(rate) <= 0:
+        raise InvalidStimulusError(f"video stream of {stream.container.name!r} has no frame rate; cannot place frames in time.")
+    return float(rate)
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Read a video's frame count, rate and size without decoding it.
+
+    The frame count comes from the container when it states one, otherwise from counting the
+    stream's packets.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Video file.
+
+    Returns
+    -------
+    VideoInfo
+
+    Raises
+    ------
+    InvalidStimulusError
+        If the file cannot be opened, has no video stream or no frames.
+    """
+    container, stream = _open(path)
+    try:
+        fps = _fps(stream)
+        n_frames = int(stream.frames or 0)
+        if n_frames <= 0:
+            n_frames = sum(1 for packet in container.demux(stream) if packet.size > 0)
+        width, height = int(stream.codec_context.width), int(stream.codec_context.height)
+    except av.FFmpegError as exc:
+        raise InvalidStimulusError(f"video={str(path)!r} is damaged and cannot be demuxed ({exc}).") from exc
+    finally:
+        container.close()
+    if n_frames <= 0:
+        raise InvalidStimulusError(f"video={str(path)!r} holds no frames; give a video with at least one frame.")
+    return VideoInfo(n_frames=n_frames, fps=fps, duration_s=n_frames / fps, width=width, height=height)
+
+
+def _decoded(path: str | os.PathLike, start_s: float = 0.0) -> Iterator[tuple[float, av.VideoFrame]]:
+    """Yield ``(time_s, frame)`` for every frame from ``start_s`` on (seeking to a keyframe first)."""
+    container, stream = _open(path)
+    try:
+        t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        if start_s > 0:
+            container.seek(int((start_s + t0) / stream.time_base), stream=stream, backward=True, any_frame=False)
+        fps = _fps(stream)
+        count = 0
+        for frame in container.decode(stream):
+            time_s = frame.time - t0 if frame.time is not None else count / fps
+            count += 1
+            yield time_s, frame
+    except av.FFmpegError as exc:
+        raise InvalidStimulusError(f"video={str(path)!r} could not be decoded ({exc}).") from exc
+    finally:
+        container.close()
+
+
+def read_frames(path: str | os.PathLike, indices: Sequence[int]) -> np.ndarray:
+    """Decode a video once and keep only the frames at ``indices`` (in decode order, 0-based).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Video file.
+    indices : sequence of int
+        Frame indices, any order, repeats allowed; each in ``[0, n_frames)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8, shape (len(indices), H, W, 3), RGB.
+    """
+    wanted = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if wanted.size == 0:
+        raise InvalidStimulusError("indices=[] selects no frame; give at least one frame index.")
+    if wanted.min() < 0:
+        raise InvalidStimulusError(f"indices must be >= 0; got {int(wanted.min())}.")
+    needed = set(wanted.tolist())
+    found: dict[int, np.ndarray] = {}
+    last = int(wanted.max())
+    index = -1
+    for index, (_, frame) in enumerate(_decoded(path)):
+        if index in needed:
+            found[index] = frame.to_ndarray(format="rgb24")
+        if index >= last:
+            break
+    if len(found) < len(needed):
+        raise InvalidStimulusError(
+            f"indices reach frame {last} but video={str(path)!r} has {index + 1} frames; valid indices are 0..{index}."
+        )
+    return np.stack([found[i] for i in wanted.tolist()])
+
+
+def _check_positive(name: str, value: float | None, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or not math.isfinite(float(value)) or float(value) <= 0:
+        raise InvalidStimulusError(f"{name} must be a positive number of seconds or Hz; got {value!r}.")
+
+
+def iter_frames(
+    path: str | os.PathLike, rate_hz: float | None = None, start_s: float = 0.0
+) -> Iterator[tuple[float, np.ndarray]]:
+    """Stream a video's frames, all of them or sampled at a fixed rate.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Video file.
+    rate_hz : float or None
+        None yields every frame, stamped with its start time. A rate yields, for each sample time
+        ``j / rate_hz`` (s, on the film's clock) before the end of the film, the frame whose
+        presentation interval contains that time, stamped with the sample time.
+    start_s : float
+        Skip everything before this time (s); sample times stay on the ``j / rate_hz`` grid.
+
+    Yields
+    ------
+    time_s : float
+        Time stamp (s).
+    frame : numpy.ndarray
+        uint8, shape (H, W, 3), RGB.
+    """
+    _check_positive("rate_hz", rate_hz, allow_none=True)
+    if not math.isfinite(float(start_s)) or start_s < 0:
+        raise InvalidStimulusError(f"start_s must be a finite number of seconds >= 0; got {start_s!r}.")
+    if rate_hz is None:
+        for time_s, frame in _decoded(path, start_s):
+            if time_s >= start_s - _EPS:
+                yield time_s, frame.to_ndarray(format="rgb24")
+        return
+    info = probe(path)
+    j = max(0, math.ceil(start_s * rate_hz - _EPS))
+    previous: tuple[float, av.VideoFrame] | None = None
+    for time_s, frame in _decoded(path, start_s):
+        if previous is not None:
+            while j / rate_hz < time_s - _EPS:
+                if j / rate_hz >= previous[0] - _EPS:
+                    yield j / rate_hz, previous[1].to_ndarray(format="rgb24")
+                j += 1
+        previous = (time_s, frame)
+    if previous is not None:
+        end = min(info.duration_s, previous[0] + 1.0 / info.fps)
+        while j / rate_hz < end - _EPS:
+            if j / rate_hz >= previous[0] - _EPS:
+                yield j / rate_hz, previous[1].to_ndarray(format="rgb24")
+            j += 1
+
+
+def clip_plan(info: VideoInfo, clip_s: float, n_frames: int, stride_s: float) -> list[tuple[float, np.ndarray]]:
+    """Centre times and frame indices of every sliding clip that fits in the film.
+
+    Clip ``j`` covers ``[j * stride_s, j * stride_s + clip_s)``; its frames are those whose start time
+    falls in that window, of which ``n_frames`` are taken at ``linspace(0, T - 1, n_frames)`` truncated
+    to int (T frames in the window).
+
+    Returns
+    -------
+    list of (centre_time_s, frame_indices (n_frames,) int64)
+    """
+    _check_positive("clip_s", clip_s)
+    _check_positive("stride_s", stride_s)
+    if int(n_frames) < 1:
+        raise InvalidStimulusError(f"n_frames must be an integer >= 1; got {n_frames!r}.")
+    if clip_s > info.duration_s + _EPS:
+        raise InvalidStimulusError(
+            f"clip_s={clip_s} s is longer than the video ({info.duration_s:.3f} s); give clip_s <= the video's duration."
+        )
+    plan = []
+    j = 0
+    while j * stride_s + clip_s <= info.duration_s + _EPS:
+        start = j * stride_s
+        lo = math.ceil(start * info.fps - _EPS)
+        hi = min(info.n_frames, math.ceil((start + clip_s) * info.fps - _EPS))
+        if hi <= lo:
+            raise InvalidStimulusError(f"clip_s={clip_s} s holds no frame at {info.fps:.3f} frames/s; give a longer clip.")
+        picks = lo + np.linspace(0, hi - lo - 1, int(n_frames)).astype(np.int64)
+        plan.append((start + clip_s / 2.0, picks))
+        j += 1
+    return plan
+
+
+def iter_clips(
+    path: str | os.PathLike, clip_s: float = 3.0, n_frames: int = 14, stride_s: float = 1.0, start_index: int = 0
+) -> Iterator[tuple[float, np.ndarray]]:
+    """Stream sliding clips of a video (see :func:`clip_plan` for which frames each clip takes).
+
+    At most the frames picked by clips that overlap the current one are held in memory.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Video file.
+    clip_s : float
+        Clip length (s).
+    n_frames : int
+        Frames per clip.
+    stride_s : float
+        Time between clip starts (s).
+    start_index : int
+        Skip the first ``start_index`` clips (they are not decoded into arrays).
+
+    Yields
+    ------
+    centre_time_s : float
+        Centre of the clip's window (s).
+    clip : numpy.ndarray
+        uint8, shape (n_frames, H, W, 3), RGB.
+    """
+    plan = clip_plan(probe(path), clip_s, n_frames, stride_s)[start_index:]
+    if not plan:
+        return
+    remaining: dict[int, int] = {}
+    for _, picks in plan:
+        for i in picks.tolist():
+            remaining[i] = remaining.get(i, 0) + 1
+    held: dict[int, np.ndarray] = {}
+    next_clip = 0
+    for index, (_, frame) in enumerate(_decoded(path)):
+        if index in remaining:
+            held[index] = frame.to_ndarray(format="rgb24")
+        while next_clip < len(plan) and int(plan[next_clip][1][-1]) <= index:
+            centre, picks = plan[next_clip]
+            yield centre, np.stack([held[i] for i in picks.tolist()])
+            for i in picks.tolist():
+                remaining[i] -= 1
+                if remaining[i] == 0:
+                    del remaining[i], held[i]
+            next_clip += 1
+        if next_clip == len(plan):
+            return
+    raise InvalidStimulusError(f"video={str(path)!r} ended before its stated {plan[-1][1][-1] + 1} frames.")
+
+
+def write_synthetic_video(
+    path: str | os.PathLike,
+    n_frames: int,
+    fps: float,
+    size: tuple[int, int],
+    frame_fn: Callable[[int], np.ndarray],
+    codec: str = "libx264",
+    crf: int = 10,
+) -> Path:
+    """Encode a video from a frame function (for tests and benchmarks), written atomically.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Output file (.mp4, .mkv, ...).
+    n_frames : int
+        Number of frames.
+    fps : float
+        Frame rate (frames/s).
+    size : (height, width)
+        Frame size in pixels; both even (yuv420p).
+    frame_fn : callable
+        ``frame_fn(i) -> uint8 (height, width, 3)`` RGB frame ``i``.
+    codec : str
+        FFmpeg encoder name.
+    crf : int
+        x264 constant rate factor (lower is closer to lossless); ignored by other codecs.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    height, width = (int(s) for s in size)
+    if height % 2 or width % 2 or height <= 0 or width <= 0:
+        raise InvalidStimulusError(f"size must be two positive even numbers (height, width); got {size!r}.")
+    if int(n_frames) < 1:
+        raise InvalidStimulusError(f"n_frames must be >= 1; got {n_frames!r}.")
+    _check_positive("fps", fps)
+    rate = Fraction(fps).limit_denominator(1001)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), mode="w") as container:
+            stream = container.add_stream(codec, rate=rate)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            if codec == "libx264":
+                stream.options = {"crf": str(crf), "preset": "ultrafast"}
+            for i in range(int(n_frames)):
+                image = np.asarray(frame_fn(i), dtype=np.uint8)
+                if image.shape != (height, width, 3):
+                    raise InvalidStimulusError(f"frame_fn({i}) returned shape {image.shape}; expected {(height, width, 3)}.")
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            container.mux(stream.encode(None))
+    return path

@@ -1,0 +1,62 @@
+"""Fixtures for the movie tests: a tiny fake encoder and synthetic flash videos."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+
+from berg.video import write_synthetic_video
+
+
+class FakeCard:
+    def __init__(self, kind: str, n_frames: int = 5):
+        self.stimulus_kind = kind
+        self.data = {"stimulus": {"kind": kind, "n_frames": n_frames}, "units": "fraction of full scale"}
+
+
+class FakeModel:
+    """Three "voxels": the mean red, green and blue of each frame (or clip), / 255.
+
+    ``kill_after`` batches, the process kills itself with SIGKILL (to test resuming).
+    """
+
+    def __init__(self, kind: str = "image", n_frames: int = 5, kill_after: int | None = None, subject=1):
+        self.card = FakeCard(kind, n_frames)
+        self.n_outputs = 3
+        self.metadata = {
+            "model_id": "fake-rgb", "subject": subject,
+            "roi_columns": {"red": [0], "rgb": [0, 1, 2]},
+            "voxel_ijk": np.array([[0, 0, 0], [1, 0, 0], [0, 2, 1]]),
+            "volume_shape": [2, 3, 2], "affine": np.diag([2.0, 2.0, 2.0, 1.0]),
+        }
+        self.kill_after = kill_after
+        self.calls = 0
+        self.seen = 0
+
+    def predict_batch(self, batch: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.kill_after is not None and self.calls > self.kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.seen += len(batch)
+        axes = tuple(range(1, batch.ndim - 1))
+        return (batch.mean(axis=axes) / 255.0).astype(np.float32)
+
+
+def flash_video(path: Path, n_frames: int, fps: float, flashes: dict[int, tuple[int, int, int]], size=(8, 8)) -> Path:
+    """A black video whose frames ``flashes`` keys are filled with the given RGB colour."""
+    def frame(i: int) -> np.ndarray:
+        return np.broadcast_to(np.array(flashes.get(i, (0, 0, 0)), np.uint8), (*size, 3)).copy()
+
+    return write_synthetic_video(path, n_frames, fps, size, frame)
+
+
+def ramp_video(path: Path, n_frames: int, fps: float, size=(8, 8)) -> Path:
+    """Frame i is uniformly grey at level (i * 7) % 256 in red, 255 - that in green, 128 in blue."""
+    def frame(i: int) -> np.ndarray:
+        v = (i * 7) % 256
+        return np.broadcast_to(np.array([v, 255 - v, 128], np.uint8), (*size, 3)).copy()
+
+    return write_synthetic_video(path, n_frames, fps, size, frame)
