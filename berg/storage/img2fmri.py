@@ -1,0 +1,420 @@
+"""Importer of the img2fmri 1.0 models (PyPI wheel) into berg's native format.
+
+The wheel ships 15 scikit-learn Ridge pickles (3 subjects x 5 ROIs, 512 ResNet-18 features in, LH then RH
+mask voxels out), subject-space ROI masks, T1 images, FNIRT warps to MNI152 and the MNI reference grid.
+:func:`import_img2fmri` writes, under ``<berg_dir>/encoding_models/modality-fmri/train_dataset-bold5000/
+model-resnet18/``, for each subject ``S`` (tag ``sub-0S``) the files of :mod:`berg.storage.native`:
+
+- ``encoding_models_weights/berg_readout_sub-0S.safetensors``: ``weight`` (n_rows, 512) and ``bias`` (n_rows,),
+  every ROI model's outputs stacked in the order EarlyVis, OPA, LOC, RSC, PPA (each LH then RH, as
+  published); ``whole_brain.weight`` (n_voxels, 512) and ``whole_brain.bias``: the union of the ROI voxels,
+  with img2fmri's pairwise-nanmean rule for voxels in several ROIs folded in;
+- ``metadata/berg_metadata_sub-0S.{json,safetensors}``: ``voxel_ijk`` (union voxels, C order),
+  ``row_voxel``, ``roi.{name}`` for EarlyVis..PPA and LHEarlyVis, RHEarlyVis, ...; provenance in the JSON;
+- ``metadata/berg_mni_sub-0S.safetensors``: the subject -> MNI nearest-neighbour index map, ``mni_voxel``
+  (m,) int64 flat C-order indices on the 91 x 109 x 91 grid and ``source_voxel`` (m,) int64 rows of
+  ``voxel_ijk``, with ``volume_shape`` and ``affine`` (JSON) in the file header. ROI / hemisphere membership
+  of the mapped voxels is ``np.isin(source_voxel, row_voxel[roi.{LH|RH}{ROI}])``.
+
+``metadata/berg_import.json`` is written last and marks the folder complete. The folder is built as a
+temporary sibling and renamed into place, so an interrupted import leaves no model behind.
+The Ridge pickles are read by a restricted unpickler: only numpy array reconstruction, plain containers and
+the Ridge class (mapped to a plain attribute holder) are admitted; nothing of scikit-learn is imported.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import logging
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import platformdirs
+
+from .._io import write_json
+from ..errors import IntegrityError, MissingFilesError, ModelFormatError, OfflineError, UnsafePickleError
+from ..mni import HEMISPHERES, ROIS, fnirt_t1_voxels, mni_map_path, nanmean_fold, resample_index
+from .native import SubjectMetadata, readout_path, save_arrays, write_subject_metadata
+
+log = logging.getLogger(__name__)
+
+MODEL_ID = "fmri-bold5000-resnet18"
+MODEL_SUBDIR = Path("encoding_models", "modality-fmri", "train_dataset-bold5000", "model-resnet18")
+WHEEL_NAME = "img2fmri-1.0-py3-none-any.whl"
+WHEEL_SHA256 = "b830383d191c4edcae0eef54e045bb6290abbc5b5e436ae674951bff8fb6d6be"
+PIP_COMMAND = (sys.executable, "-m", "pip", "download", "img2fmri==1.0", "--no-deps", "--only-binary=:all:")
+SUBJECTS = (1, 2, 3)
+N_FEATURES = 512
+IMPORTER_VERSION = 1
+MARKER = Path("metadata", "berg_import.json")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """``$BERG_CACHE/wheels``, else the user cache folder of "berg" (platformdirs) ``/wheels``."""
+    if os.environ.get("BERG_CACHE"):
+        return Path(os.environ["BERG_CACHE"]).expanduser() / "wheels"
+    return Path(platformdirs.user_cache_dir("berg")) / "wheels"
+
+
+def is_offline() -> bool:
+    """Whether ``BERG_OFFLINE`` forbids network access (1, true, yes or on)."""
+    return os.environ.get("BERG_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _verified(path: Path) -> Path:
+    got = sha256_file(path)
+    if got != WHEEL_SHA256:
+        raise IntegrityError(f"wheel {path} has sha256 {got}, expected {WHEEL_SHA256} ({WHEEL_NAME}); "
+                             "delete it and fetch it again")
+    return path
+
+
+def _installed_wheel() -> Path | None:
+    """The wheel an installed img2fmri was installed from, when pip recorded a local file for it."""
+    from importlib import metadata
+
+    try:
+        direct = json.loads(metadata.distribution("img2fmri").read_text("direct_url.json") or "{}")
+    except (metadata.PackageNotFoundError, json.JSONDecodeError):
+        return None
+    url = direct.get("url", "")
+    path = Path(url[len("file://"):]) if url.startswith("file://") else None
+    return path if path is not None and path.name == WHEEL_NAME and path.is_file() else None
+
+
+def locate_wheel(wheel: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+                 offline: bool | None = None) -> Path:
+    """Find (or fetch) the img2fmri 1.0 wheel and verify its sha256.
+
+    Parameters
+    ----------
+    wheel : path, optional
+        Use this file.
+    cache_dir : path, optional
+        Where fetched wheels live (default :func:`default_cache_dir`).
+    offline : bool, optional
+        Forbid fetching (default: ``BERG_OFFLINE``).
+
+    Returns
+    -------
+    Path of the verified wheel.
+
+    Raises
+    ------
+    MissingFilesError
+        ``wheel`` does not exist, or pip failed to fetch it.
+    OfflineError
+        Not found locally and fetching is forbidden.
+    IntegrityError
+        The file's sha256 is not the published one.
+    """
+    if wheel is not None:
+        path = Path(wheel)
+        if not path.is_file():
+            raise MissingFilesError(f"wheel={str(wheel)!r} is not a file; give the path of {WHEEL_NAME}")
+        return _verified(path)
+    installed = _installed_wheel()
+    if installed is not None:
+        return _verified(installed)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cached = cache / WHEEL_NAME
+    if cached.is_file():
+        return _verified(cached)
+    command = " ".join(PIP_COMMAND[1:]) + f" -d {cache}"
+    if offline if offline is not None else is_offline():
+        raise OfflineError(f"{WHEEL_NAME} is not in the cache {cache} and BERG_OFFLINE is set; fetch it with "
+                           f"`python {command}` or pass its path (wheel=PATH, or --wheel PATH)")
+    return _download(cache, command)
+
+
+def _download(cache: Path, command: str) -> Path:
+    from filelock import FileLock
+
+    cache.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache / f"{WHEEL_NAME}.lock")):
+        target = cache / WHEEL_NAME
+        if target.is_file():  # another process fetched it meanwhile
+            return _verified(target)
+        with tempfile.TemporaryDirectory(dir=cache, prefix=".download-") as tmp:
+            log.info("fetching %s with pip", WHEEL_NAME)
+            done = subprocess.run([*PIP_COMMAND, "-d", tmp], capture_output=True, text=True)
+            fetched = Path(tmp) / WHEEL_NAME
+            if done.returncode != 0 or not fetched.is_file():
+                raise MissingFilesError(f"`python {command}` failed (exit {done.returncode}): "
+                                        f"{done.stderr.strip()[-500:]}")
+            _verified(fetched)
+            os.replace(fetched, target)
+    return target
+
+
+class _Attributes:
+    """What a pickled Ridge becomes: a plain holder of its attributes."""
+
+
+def _reconstruct(subtype, shape, dtype):
+    if subtype is not np.ndarray:
+        raise UnsafePickleError(f"pickle asks for an array of type {subtype!r}; only numpy.ndarray is allowed")
+    return np.ndarray.__new__(np.ndarray, shape, np.dtype(dtype))
+
+
+def _scalar(dtype, data):
+    if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, bytes):
+        raise UnsafePickleError(f"pickle asks for a numpy scalar of dtype {dtype!r}; only plain dtypes are allowed")
+    return np.frombuffer(data, dtype=dtype, count=1)[0]
+
+
+_ALLOWED = {
+    ("sklearn.linear_model._ridge", "Ridge"): _Attributes,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.multiarray", "scalar"): _scalar,
+    ("numpy._core.multiarray", "scalar"): _scalar,
+}
+
+
+class _RidgeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(f"pickle asks for {module}.{name}; only numpy arrays, plain containers and "
+                                    "sklearn's Ridge are allowed") from None
+
+
+@dataclass(frozen=True)
+class RidgeParams:
+    """A Ridge model's parameters: ``y = x @ coef.T + intercept``."""
+
+    coef: np.ndarray       # (n_out, 512) float32
+    intercept: np.ndarray  # (n_out,) float32
+    alpha: float
+
+
+def read_ridge(data: bytes, name: str = "pickle") -> RidgeParams:
+    """Parameters of a pickled scikit-learn Ridge, read without executing code or importing scikit-learn."""
+    try:
+        obj = _RidgeUnpickler(io.BytesIO(data)).load()
+    except UnsafePickleError:
+        raise
+    except Exception as exc:  # a corrupt pickle raises anything
+        raise ModelFormatError(f"{name}: cannot read the Ridge pickle ({exc!r})") from exc
+    attrs = getattr(obj, "__dict__", {}) if isinstance(obj, _Attributes) else {}
+    coef, intercept = attrs.get("coef_"), np.atleast_1d(attrs.get("intercept_", np.nan))
+    if not (isinstance(coef, np.ndarray) and coef.ndim == 2 and coef.shape[1] == N_FEATURES
+            and coef.dtype.kind == "f" and intercept.shape == coef.shape[:1] and intercept.dtype.kind == "f"):
+        raise ModelFormatError(f"{name}: expected a Ridge with coef_ (n, {N_FEATURES}) and intercept_ (n,), "
+                               f"got {type(obj).__name__} with coef_ {getattr(coef, 'shape', None)}")
+    return RidgeParams(coef.astype(np.float32), intercept.astype(np.float32), float(attrs.get("alpha", np.nan)))
+
+
+class WheelReader:
+    """Reads members of the img2fmri wheel and records the sha256 of each one read."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.zip = zipfile.ZipFile(self.path)
+        self.hashes: dict[str, str] = {}
+
+    def read(self, member: str) -> bytes:
+        name = f"img2fmri/{member}"
+        try:
+            data = self.zip.read(name)
+        except KeyError:
+            raise ModelFormatError(f"{self.path} has no member {name}") from None
+        self.hashes[name] = hashlib.sha256(data).hexdigest()
+        return data
+
+    def nifti(self, member: str) -> nib.Nifti1Image:
+        data = self.read(member)
+        return nib.Nifti1Image.from_bytes(gzip.decompress(data) if member.endswith(".gz") else data)
+
+    def ridge(self, subject: int, roi: str) -> RidgeParams:
+        member = f"models/subj{subject}_{roi}_model.pkl"
+        return read_ridge(self.read(member), member)
+
+    def mask(self, subject: int, name: str) -> nib.Nifti1Image:
+        return self.nifti(f"derivatives/bool_masks/derivatives_spm_sub-CSI{subject}_sub-CSI{subject}_mask-{name}.nii.gz")
+
+    def mni_reference(self, subject: int) -> nib.Nifti1Image:
+        return self.nifti(f"derivatives/sub{subject}.anat/T1_to_MNI_nonlin.nii.gz")
+
+    def t1_to_mni(self, subject: int) -> tuple[nib.Nifti1Image, np.ndarray]:
+        """The T1 image, and the T1 voxel (91, 109, 91, 3) int64 that each MNI voxel samples."""
+        t1 = self.nifti(f"derivatives/T1/sub-CSI{subject}_ses-16_anat_sub-CSI{subject}_ses-16_T1w.nii.gz")
+        coeff = self.nifti(f"derivatives/sub{subject}.anat/T1_to_MNI_nonlin_coeff.nii.gz")
+        premat = np.loadtxt(io.StringIO(self.read(f"derivatives/sub{subject}.anat/T1_nonroi2roi.mat").decode()))
+        return t1, fnirt_t1_voxels(coeff, t1, premat, self.mni_reference(subject))
+
+
+def _subject_files(reader: WheelReader, subject: int) -> tuple[dict, SubjectMetadata, dict, dict]:
+    """Readout arrays, metadata, MNI map arrays and MNI header of one subject."""
+    masks = {h + roi: reader.mask(subject, h + roi) for roi in ROIS for h in HEMISPHERES}
+    first = masks[HEMISPHERES[0] + ROIS[0]]
+    for name, img in masks.items():
+        if img.shape[:3] != first.shape[:3] or not np.allclose(img.affine, first.affine):
+            raise ModelFormatError(f"{reader.path}: mask {name} of subject {subject} is on another grid")
+    shape, affine = first.shape[:3], first.affine
+    inside = {name: np.asarray(img.dataobj)[..., 0] > 0 if img.ndim == 4 else np.asarray(img.dataobj) > 0
+              for name, img in masks.items()}
+    union = np.logical_or.reduce(list(inside.values()))
+    voxel_of = np.full(shape, -1, np.int64)
+    voxel_of[union] = np.arange(int(union.sum()))
+    weights, biases, steps, roi_rows, alphas, start = [], [], [], {}, {}, 0
+    for roi in ROIS:
+        ridge = reader.ridge(subject, roi)
+        sizes = [int(inside[h + roi].sum()) for h in HEMISPHERES]
+        if ridge.coef.shape[0] != sum(sizes):
+            raise ModelFormatError(f"{reader.path}: subj{subject}_{roi} has {ridge.coef.shape[0]} outputs but its "
+                                   f"LH/RH masks hold {sizes[0]} + {sizes[1]} voxels")
+        weights.append(ridge.coef)
+        biases.append(ridge.intercept)
+        alphas[roi] = ridge.alpha
+        for h, size in zip(HEMISPHERES, sizes):
+            rows = np.arange(start, start + size, dtype=np.int64)
+            steps.append((rows, voxel_of[inside[h + roi]]))
+            roi_rows[h + roi] = rows
+            start += size
+        roi_rows[roi] = np.concatenate([roi_rows[h + roi] for h in HEMISPHERES])
+    weight, bias = np.concatenate(weights), np.concatenate(biases)
+    fold = nanmean_fold(steps, int(union.sum()), weight.shape[0])
+    readout = {"weight": weight, "bias": bias,
+               "whole_brain.weight": (fold @ weight.astype(np.float64)).astype(np.float32),
+               "whole_brain.bias": (fold @ bias.astype(np.float64)).astype(np.float32)}
+    names = list(ROIS) + [h + roi for roi in ROIS for h in HEMISPHERES]
+    arrays = {"voxel_ijk": np.argwhere(union).astype(np.int32),
+              "row_voxel": np.concatenate([voxels for _, voxels in steps]),
+              **{f"roi.{name}": roi_rows[name] for name in names}}
+    info = {"model_id": MODEL_ID, "subject": subject, "n_voxels": int(union.sum()), "n_rows": int(weight.shape[0]),
+            "volume_shape": [int(v) for v in shape], "affine": affine.tolist(), "space": {"kind": "subject"},
+            "rois": names, "units": "z-scored BOLD (per voxel)", "accuracy": {}, "ridge_alpha": alphas}
+    t1, t1_voxel = reader.t1_to_mni(subject)
+    in_t1 = np.all((t1_voxel >= 0) & (t1_voxel < np.asarray(t1.shape[:3])), axis=-1)
+    flat = resample_index(t1_voxel, t1.affine, affine, shape)
+    source = np.where(in_t1 & (flat >= 0), voxel_of.reshape(-1)[np.maximum(flat, 0)], -1).reshape(-1)
+    mni_voxel = np.flatnonzero(source >= 0)
+    reference = reader.mni_reference(subject)
+    header = {"volume_shape": json.dumps([int(v) for v in reference.shape[:3]]),
+              "affine": json.dumps(reference.affine.tolist())}
+    return readout, SubjectMetadata(info, arrays), {"mni_voxel": mni_voxel, "source_voxel": source[mni_voxel]}, header
+
+
+def berg_version() -> str:
+    """The installed berg version ("unknown" when berg runs from a source tree without metadata)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("berg")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _is_complete(model_dir: Path) -> bool:
+    try:
+        marker = json.loads((model_dir / MARKER).read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return (marker.get("sha256") == WHEEL_SHA256 and marker.get("importer_version") == IMPORTER_VERSION
+            and all((model_dir / rel).is_file() for rel in marker.get("files", [])))
+
+
+def import_img2fmri(berg_dir: str | os.PathLike, wheel: str | os.PathLike | None = None,
+                    force: bool = False) -> Path:
+    """Write the fmri-bold5000-resnet18 model from the img2fmri 1.0 wheel into ``berg_dir``.
+
+    Parameters
+    ----------
+    berg_dir : path
+        The berg data folder.
+    wheel : path, optional
+        The wheel file; otherwise found or fetched by :func:`locate_wheel`.
+    force : bool
+        Rebuild even when a complete import from the same wheel is there.
+
+    Returns
+    -------
+    Path of the model folder. A complete import (same wheel hash, same importer version) is left untouched.
+    """
+    from filelock import FileLock
+
+    target = Path(berg_dir) / MODEL_SUBDIR
+    if not force and _is_complete(target):
+        return target
+    path = locate_wheel(wheel)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.parent / f".{target.name}.lock")):
+        if not force and _is_complete(target):  # another process finished it meanwhile
+            return target
+        build = Path(tempfile.mkdtemp(prefix=f".{target.name}.import-", dir=target.parent))
+        try:
+            build.chmod(0o755)
+            _write_model(build, path)
+            if target.exists():
+                stale = Path(tempfile.mkdtemp(prefix=f".{target.name}.stale-", dir=target.parent))
+                os.replace(target, stale / "model")
+                shutil.rmtree(stale)
+            os.replace(build, target)
+        except BaseException:
+            shutil.rmtree(build, ignore_errors=True)
+            raise
+    log.info("imported %s into %s", WHEEL_NAME, target)
+    return target
+
+
+def _write_model(model_dir: Path, wheel: Path) -> None:
+    reader, read = WheelReader(wheel), {}
+    for subject in SUBJECTS:
+        reader.hashes = {}
+        readout, meta, mni_map, mni_header = _subject_files(reader, subject)
+        save_arrays(readout_path(model_dir, subject), readout)
+        save_arrays(mni_map_path(model_dir, subject), mni_map, mni_header)
+        meta.info["provenance"] = {"source": f"PyPI {WHEEL_NAME}", "wheel": WHEEL_NAME, "sha256": WHEEL_SHA256,
+                                   "files": dict(sorted(reader.hashes.items())), "berg_version": berg_version(),
+                                   "importer_version": IMPORTER_VERSION}
+        write_subject_metadata(model_dir, subject, meta)
+        read.update(reader.hashes)
+    files = sorted(p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file())
+    write_json(model_dir / MARKER, {"model_id": MODEL_ID, "wheel": WHEEL_NAME, "sha256": WHEEL_SHA256,
+                                    "importer_version": IMPORTER_VERSION, "berg_version": berg_version(),
+                                    "files": files, "read": dict(sorted(read.items()))})
+
+
+def register_cli(subparsers) -> None:
+    """Add ``import-img2fmri [--wheel PATH] [--berg-dir DIR] [--force]`` to an argparse subparsers object."""
+    parser = subparsers.add_parser("import-img2fmri", help="import the img2fmri 1.0 models (fmri-bold5000-resnet18)",
+                                   description=f"Write the {MODEL_ID} model from the img2fmri 1.0 wheel "
+                                               "(verified by sha256) into the berg folder.")
+    parser.add_argument("--wheel", type=Path, default=None, help=f"path of {WHEEL_NAME} (default: cache or pip)")
+    parser.add_argument("--berg-dir", type=Path, default=None, help="berg data folder (default: $BERG_HOME or the user cache folder)")
+    parser.add_argument("--force", action="store_true", help="rebuild even if a complete import exists")
+    parser.set_defaults(func=_run_cli)
+
+
+def _run_cli(args) -> int:
+    from ..api import default_berg_dir
+
+    berg_dir = args.berg_dir if args.berg_dir is not None else default_berg_dir()
+    print(import_img2fmri(berg_dir, wheel=args.wheel, force=args.force))
+    return 0
