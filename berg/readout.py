@@ -84,7 +84,7 @@ class Readout(torch.nn.Module):
             weight, block_bias = None, None
         else:
             blocks, block_bias = dict(projection), projection_bias
-        frozen = lambda t: torch.nn.Parameter(t.contiguous(), requires_grad=False)  # noqa: E731
+        frozen = lambda t: torch.nn.Parameter(t.float().contiguous(), requires_grad=False)  # noqa: E731
         self.blocks = torch.nn.ParameterDict({self._key(n): frozen(b) for n, b in blocks.items()})
         self.block_bias = None if block_bias is None else frozen(block_bias)
         self.weight = None if weight is None else frozen(weight)

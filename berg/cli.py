@@ -1,0 +1,142 @@
+"""The ``berg`` command line: list, info, encode (and the commands of the other modules)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from . import api
+from ._io import atomic_path
+from .errors import BergError
+from .registry import format_catalog
+
+OUTPUT_SUFFIXES = (".npy", ".h5", ".hdf5", ".nii", ".nii.gz")
+
+
+def _backbone_weights(value: str | None):
+    return None if value in (None, "untrained") else value
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by commands that build an encoding model."""
+    parser.add_argument("model", help="model id (see `berg list`)")
+    parser.add_argument("--subject", required=True, help="subject number (or 'group' where offered)")
+    parser.add_argument("--roi", action="append", help="ROI name; repeat for a union of several (default: whole brain)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--backbone-weights", default="default",
+                        help="'default' (torchvision's published weights), a weights file, or 'untrained'")
+    parser.add_argument("--no-verify-hash", action="store_true", help="accept a weights file with another hash")
+    parser.add_argument("--berg-dir", default=None, help="model files root (default: $BERG_HOME or the user cache)")
+
+
+def model_from_args(args: argparse.Namespace):
+    """Build the encoding model the shared options describe."""
+    subject = args.subject if args.subject == "group" else int(args.subject)
+    selection = {"roi": args.roi if len(args.roi or []) != 1 else args.roi[0]} if args.roi else None
+    return api.get_encoding_model(args.model, subject=subject, selection=selection, device=args.device,
+                                  backbone_weights=_backbone_weights(args.backbone_weights),
+                                  verify_hash=not args.no_verify_hash, berg_dir=args.berg_dir)
+
+
+def save_responses(path: str | Path, responses: np.ndarray, metadata: dict) -> Path:
+    """Write responses (n_stimuli, n_outputs) to ``.npy``, ``.h5``/``.hdf5`` or ``.nii``/``.nii.gz``, atomically.
+
+    HDF5 files hold ``responses`` plus ``voxel_ijk``, ``affine``, ``roi_columns/{name}`` and the metadata's scalars as
+    attributes.
+    """
+    path = Path(path)
+    name = path.name.lower()
+    if not name.endswith(OUTPUT_SUFFIXES):
+        raise BergError(f"output {str(path)!r} has an unknown extension; valid: {', '.join(OUTPUT_SUFFIXES)}")
+    with atomic_path(path) as tmp:
+        if name.endswith(".npy"):
+            with open(tmp, "wb") as fh:
+                np.save(fh, responses)
+        elif name.endswith((".h5", ".hdf5")):
+            import h5py
+
+            with h5py.File(tmp, "w") as h5:
+                h5.create_dataset("responses", data=responses)
+                h5.create_dataset("voxel_ijk", data=metadata["voxel_ijk"])
+                h5.create_dataset("affine", data=metadata["affine"])
+                group = h5.create_group("roi_columns")
+                for roi, cols in metadata["roi_columns"].items():
+                    group.create_dataset(roi, data=cols)
+                for key in ("model_id", "units", "berg_version"):
+                    h5.attrs[key] = str(metadata[key])
+                h5.attrs["subject"] = str(metadata["subject"])
+                h5.attrs["volume_shape"] = metadata["volume_shape"]
+                h5.attrs["selection"] = json.dumps(metadata["selection"])
+                h5.attrs["backbone"] = json.dumps(metadata["backbone"])
+        else:
+            api.to_nifti(responses, metadata).to_filename(tmp)
+    return path
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    print(format_catalog(api.get_model_catalog(berg_dir=args.berg_dir)))
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import yaml
+
+    print(yaml.safe_dump(api.describe(args.model, berg_dir=args.berg_dir), sort_keys=False, width=110).rstrip())
+    return 0
+
+
+def _cmd_encode(args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    if not output.name.lower().endswith(OUTPUT_SUFFIXES):
+        raise BergError(f"-o {str(output)!r} has an unknown extension; valid: {', '.join(OUTPUT_SUFFIXES)}")
+    inputs = args.inputs
+    stimulus = np.load(inputs[0], allow_pickle=False) if len(inputs) == 1 and inputs[0].endswith(".npy") else inputs
+    model = model_from_args(args)
+    responses, metadata = api.encode(model, stimulus, return_metadata=True, show_progress=not args.quiet,
+                                     batch_size=args.batch_size)
+    save_responses(output, responses, metadata)
+    print(f"wrote {output} ({responses.shape[0]} stimuli x {responses.shape[1]} outputs)", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``berg`` argument parser with every sub-command."""
+    parser = argparse.ArgumentParser(prog="berg", description="A zoo of DNN brain-encoding models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list the models in the zoo")
+    p.add_argument("--berg-dir", default=None)
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("info", help="show a model card")
+    p.add_argument("model")
+    p.add_argument("--berg-dir", default=None)
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("encode", help="encode images or videos into in-silico responses")
+    add_model_options(p)
+    p.add_argument("inputs", nargs="+", help="image files, video files, or one .npy array file")
+    p.add_argument("-o", "--output", required=True, help="output file: .npy, .h5 or .nii.gz")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_encode)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``berg`` command; returns the exit code (2 for a bad input, with the reason)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BergError as exc:
+        print(f"berg: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
