@@ -88,7 +88,7 @@ def pearson(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return np.divide((yc * pc).sum(0), den, out=np.zeros(y.shape[1]), where=den > 0)
 
 
-def test_metrics(y: np.ndarray, pred: np.ndarray, nc: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def accuracy_metrics(y: np.ndarray, pred: np.ndarray, nc: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Accuracy of test predictions per voxel.
 
     Parameters

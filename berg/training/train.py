@@ -14,7 +14,7 @@ from ..cards import ModelCard, load_card, validate_card
 from ..readout import Readout, fold_scaler_projection
 from ..registry import get_card
 from .dataset import Dataset, DatasetError, load_dataset
-from .metrics import ACCURACY_UNITS, average_repeats, group_trials, noise_ceiling, test_metrics
+from .metrics import ACCURACY_UNITS, average_repeats, group_trials, noise_ceiling, accuracy_metrics
 from .package import trained_card, write_model
 from .report import write_report
 from .ridge import DEFAULT_ALPHAS, fit_projection, fit_ridge_cv
@@ -131,7 +131,7 @@ def train(spec_path: str | Path, berg_dir: str | Path) -> TrainResult:
     if spec["noise_ceiling"]:
         in_test = np.isin(ds.trial_stimulus, ds.test_ids)
         nc = noise_ceiling(ds.trials[in_test], ds.trial_stimulus[in_test])
-    metrics = {**test_metrics(y_test, pred, nc), "alpha": ridge.alpha}
+    metrics = {**accuracy_metrics(y_test, pred, nc), "alpha": ridge.alpha}
     arch = card.data["backbone"]["architecture"]
     model_id = str(spec.get("model_id", f"{card.data['modality']}-{spec['name']}-{arch}"))
     mni = spec.get("space") == "MNI152"
