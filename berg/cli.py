@@ -14,6 +14,7 @@ from . import api
 from ._io import atomic_path
 from .errors import BergError
 from .registry import format_catalog
+from .spaces import to_nifti
 
 OUTPUT_SUFFIXES = (".npy", ".h5", ".hdf5", ".nii", ".nii.gz")
 
@@ -74,7 +75,7 @@ def save_responses(path: str | Path, responses: np.ndarray, metadata: dict) -> P
                 h5.attrs["selection"] = json.dumps(metadata["selection"])
                 h5.attrs["backbone"] = json.dumps(metadata["backbone"])
         else:
-            api.to_nifti(responses, metadata).to_filename(tmp)
+            to_nifti(responses, metadata).to_filename(tmp)
     return path
 
 
