@@ -48,3 +48,17 @@ def image_dataset(folder: Path, n_train: int = 40, n_test: int = 12, n_voxels: i
 def files_under(folder: Path) -> list[Path]:
     """Every file under ``folder`` (none when it does not exist)."""
     return sorted(p for p in Path(folder).rglob("*") if p.is_file()) if Path(folder).exists() else []
+
+
+def feature_dataset(folder: Path, n_train: int = 60, n_test: int = 20, n_voxels: int = 40, test_repeats=(2, 3),
+                    n_latent: int = 8, **options):
+    """A dataset of precomputed 512-d features (ResNet-18 avgpool size) spanning ``n_latent`` dimensions.
+
+    Returns (spec path, SyntheticData).
+    """
+    rng = np.random.default_rng(2)
+    feats = rng.standard_normal((n_train + n_test, n_latent)) @ rng.standard_normal((n_latent, 512))
+    data = make_synthetic(n_train=n_train, n_test=n_test, n_voxels=n_voxels, test_repeats=test_repeats,
+                          features=feats, seed=2)
+    options.setdefault("fit", {"n_components": n_latent, "n_folds": 3})
+    return write_dataset(data, folder, **options), data

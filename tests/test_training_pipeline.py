@@ -1,0 +1,128 @@
+"""Training from dataset specs: bad inputs leave nothing behind; train -> load -> encode reproduces predictions."""
+
+import argparse
+import json
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+import berg
+from berg.cards import load_card
+from berg.errors import MissingFilesError
+from berg.training import DatasetError, train
+from berg.training.cli import register_cli
+
+from _training_support import feature_dataset, files_under, image_dataset
+
+
+@pytest.fixture
+def feature_spec(tmp_path):
+    return feature_dataset(tmp_path / "data")
+
+
+def _edit(spec_path, **changes):
+    spec = yaml.safe_load(spec_path.read_text())
+    spec.update(changes)
+    spec_path.write_text(yaml.safe_dump(spec))
+
+
+def _fails(spec_path, berg_dir, error, phrase):
+    with pytest.raises(error, match=phrase):
+        train(spec_path, berg_dir)
+    assert files_under(berg_dir) == []
+
+
+def test_trial_table_with_unknown_stimulus(feature_spec, tmp_path):
+    spec, _ = feature_spec
+    table = spec.parent / "trials.tsv"
+    table.write_text(table.read_text().replace("stim00003", "stim99999"))
+    _fails(spec, tmp_path / "berg", DatasetError, "names 1 unknown stimuli, e.g. 'stim99999'")
+
+
+def test_response_and_trial_counts_differ(feature_spec, tmp_path):
+    spec, _ = feature_spec
+    table = spec.parent / "trials.tsv"
+    table.write_text("".join(table.read_text().splitlines(keepends=True)[:-1]))
+    _fails(spec, tmp_path / "berg", DatasetError, r"has \d+ trials but the responses hold \d+ trials")
+
+
+def test_test_stimuli_without_repeats(tmp_path):
+    spec, _ = feature_dataset(tmp_path / "data", n_test=10, test_repeats=1)
+    _fails(spec, tmp_path / "berg", DatasetError, "none of the 10 test stimuli has repeats")
+    _edit(spec, noise_ceiling=False)
+    result = train(spec, tmp_path / "berg")
+    assert "noise_ceiling" not in result.metrics
+
+
+def test_missing_file_and_bad_options(feature_spec, tmp_path):
+    spec, _ = feature_spec
+    _edit(spec, nan_policy="ignore")
+    _fails(spec, tmp_path / "berg", DatasetError, "'nan_policy' is 'ignore'; valid: raise, drop, zero")
+    _edit(spec, nan_policy="raise", trials="nope.tsv")
+    _fails(spec, tmp_path / "berg", MissingFilesError, "'nope.tsv' does not exist")
+
+
+@pytest.mark.parametrize("policy", ["raise", "drop", "zero"])
+def test_nan_policy(feature_spec, tmp_path, policy):
+    spec, data = feature_spec
+    with h5py.File(spec.parent / "responses.h5", "r+") as f:
+        values = f["responses"][...]
+        values[[3, 7], 5] = np.nan
+        values[0, 9] = np.nan
+        f["responses"][...] = values
+    _edit(spec, nan_policy=policy)
+    if policy == "raise":
+        _fails(spec, tmp_path / "berg", DatasetError, "3 NaN values in 2 voxels and 3 trials")
+        return
+    result = train(spec, tmp_path / "berg")
+    n_left = 38 if policy == "drop" else 40
+    assert result.predictions.shape == (20, n_left)
+    meta = json.loads((result.model_dir / "metadata" / "berg_metadata_sub-01.json").read_text())
+    assert meta["n_voxels"] == n_left and meta["provenance"]["dropped_voxels"] == 40 - n_left
+
+
+def test_failure_while_writing_leaves_nothing(feature_spec, tmp_path, monkeypatch):
+    spec, _ = feature_spec
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(sys.modules["berg.training.train"], "write_report", broken)
+    with pytest.raises(OSError, match="disk full"):
+        train(spec, tmp_path / "berg")
+    assert files_under(tmp_path / "berg") == []
+
+
+def test_package_and_report(feature_spec, tmp_path):
+    spec, data = feature_spec
+    result = train(spec, tmp_path / "berg")
+    card = load_card(result.card_path)
+    assert card.model_id == "fmri-synthetic-resnet18" and card.data["readout"] == {"kind": "scaler-pca-ridge",
+                                                                                   "n_components": 8}
+    assert card.data["n_voxels"] == {1: 40}
+    report = {p.name for p in result.report_dir.iterdir()}
+    assert {"summary.json", "histograms.png", "r_vs_noise_ceiling.png", "glass_brain_r.png"} <= report
+    summary = json.loads((result.report_dir / "summary.json").read_text())
+    assert summary["rois"]["noise"]["n_voxels"] == int((~data.is_signal).sum())
+    assert summary["rois"]["signal"]["correlation"]["median"] > 0.7
+    meta = berg.get_model_metadata(result.model_id, subject=1, berg_dir=tmp_path / "berg")
+    assert set(meta["accuracy"]) >= {"correlation", "noise_ceiling", "explained_variance", "alpha"}
+
+
+def test_train_save_load_encode_reproduces_predictions(tmp_path):
+    spec, data, images = image_dataset(tmp_path / "data")
+    berg_dir = tmp_path / "berg"
+    parser = argparse.ArgumentParser()
+    register_cli(parser.add_subparsers())
+    args = parser.parse_args(["train", str(spec), "--berg-dir", str(berg_dir)])
+    assert args.func(args) == 0
+    model = berg.get_encoding_model("fmri-synthetic-resnet18", subject=1, berg_dir=berg_dir, backbone_weights=None)
+    result = train(spec, berg_dir)  # second run: features come from the cache
+    rows = [data.stimulus_ids.index(s) for s in result.test_ids]
+    encoded = berg.encode(model, images[rows])
+    assert encoded.shape == result.predictions.shape == (12, 30)
+    assert np.abs(encoded - result.predictions).max() <= 1e-5
+    assert np.abs(result.predictions).max() > 0.1
