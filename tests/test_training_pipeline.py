@@ -2,7 +2,9 @@
 
 import argparse
 import json
+import runpy
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -126,3 +128,22 @@ def test_train_save_load_encode_reproduces_predictions(tmp_path):
     assert encoded.shape == result.predictions.shape == (12, 30)
     assert np.abs(encoded - result.predictions).max() <= 1e-5
     assert np.abs(result.predictions).max() > 0.1
+
+
+def test_creation_scripts(tmp_path, monkeypatch, capsys):
+    spec, _, _ = image_dataset(tmp_path / "data", n_train=20, n_test=6, n_voxels=5)
+    scripts = Path(__file__).resolve().parents[1] / "creation_code"
+
+    def run(name, *args):
+        monkeypatch.setattr(sys, "argv", [name, *args, "--berg-dir", str(tmp_path / "berg")])
+        try:
+            runpy.run_path(str(scripts / name), run_name="__main__")
+        except SystemExit as exc:
+            assert exc.code == 0
+        return json.loads(capsys.readouterr().out)
+
+    prepared = run("01_prepare_data.py", str(spec))
+    assert prepared["n_train"] == 20 and prepared["features"] == {"avgpool": [512, 1, 1]}
+    trained = run("02_train_encoding_models.py", str(spec))
+    tested = run("03_test_encoding_models.py", str(spec), trained["model_id"], "--untrained-backbone")
+    assert tested["all"]["correlation"]["median"] == pytest.approx(trained["median_correlation"], abs=1e-5)
