@@ -75,11 +75,52 @@ def fnirt_t1_voxels(coeff_img, t1_img, premat: np.ndarray, ref_img) -> np.ndarra
     ref = Image(np.zeros(ref_img.shape[:3], np.float32), xform=ref_img.affine)
     # FNIRT's source image is the T1 cropped by premat; only its affine matters for the transform
     src = Image(np.zeros((1, 1, 1), np.float32), xform=t1_img.affine @ np.linalg.inv(premat))
-    field = fnirt.readFnirt(Image(coeff_img), src, ref)
+    field = fnirt.readFnirt(coeff_img, src, ref)
+    field.displacements = _GridDisplacements(field)
     absolute = np.asarray(nonlinear.coefficientFieldToDeformationField(field, defType="absolute").data)
     full = Image(np.zeros(t1_img.shape[:3], np.float32), xform=t1_img.affine)
     to_voxel = full.getAffine("fsl", "voxel") @ np.linalg.inv(premat)
     return nearest_index(absolute @ to_voxel[:3, :3].T + to_voxel[:3, 3])
+
+
+class _GridDisplacements:
+    """fslpy's cubic B-spline displacements, evaluated separably when asked for the whole reference grid.
+
+    ``CoefficientField.displacements`` sums 64 knot products point by point (seconds for a 91 x 109 x 91
+    grid); on the full grid the same sum factorises into three small matrix products per axis (well under
+    a second, equal to 1e-13 mm). Any other request goes to fslpy's own method.
+    """
+
+    def __init__(self, field):
+        self.field, self.fallback = field, type(field).displacements.__get__(field)
+
+    def __call__(self, coords: np.ndarray) -> np.ndarray:
+        to_field = self.field.refToFieldMat
+        shape = self.field.ref.shape[:3]
+        grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).reshape(-1, 3)
+        axis_aligned = np.count_nonzero(to_field[:3, :3] - np.diag(np.diag(to_field[:3, :3]))) == 0
+        if self.field.fieldType != "cubic" or not axis_aligned or not np.array_equal(coords, grid):
+            return self.fallback(coords)
+        coef = np.asarray(self.field.data, dtype=np.float64)
+        out = coef
+        for axis in range(3):
+            basis = _spline_basis(shape[axis], to_field[axis, axis], to_field[axis, 3], coef.shape[axis])
+            out = np.moveaxis(np.tensordot(basis, out, axes=(1, axis)), 0, axis)
+        return out.reshape(-1, 3)
+
+
+def _spline_basis(n: int, scale: float, offset: float, n_knots: int) -> np.ndarray:
+    """(n, n_knots) cubic B-spline weights of grid points ``0..n-1`` mapped to ``scale * x + offset`` knots."""
+    f = np.arange(n) * scale + offset
+    first, u = np.floor(f).astype(np.int64), np.remainder(f, 1)
+    pieces = ((1 - u) ** 3 / 6, (3 * u ** 3 - 6 * u ** 2 + 4) / 6,
+              (-3 * u ** 3 + 3 * u ** 2 + 3 * u + 1) / 6, u ** 3 / 6)
+    basis = np.zeros((n, n_knots))
+    for shift, weight in enumerate(pieces):
+        knot = first + shift
+        ok = (knot >= 0) & (knot < n_knots)
+        basis[np.flatnonzero(ok), knot[ok]] += weight[ok]
+    return basis
 
 
 def resample_index(points_ijk: np.ndarray, from_affine: np.ndarray, to_affine: np.ndarray,

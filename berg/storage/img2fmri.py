@@ -256,7 +256,8 @@ class WheelReader:
         return read_ridge(self.read(member), member)
 
     def mask(self, subject: int, name: str) -> nib.Nifti1Image:
-        return self.nifti(f"derivatives/bool_masks/derivatives_spm_sub-CSI{subject}_sub-CSI{subject}_mask-{name}.nii.gz")
+        csi = f"sub-CSI{subject}"
+        return self.nifti(f"derivatives/bool_masks/derivatives_spm_{csi}_{csi}_mask-{name}.nii.gz")
 
     def mni_reference(self, subject: int) -> nib.Nifti1Image:
         return self.nifti(f"derivatives/sub{subject}.anat/T1_to_MNI_nonlin.nii.gz")
@@ -407,7 +408,8 @@ def register_cli(subparsers) -> None:
                                    description=f"Write the {MODEL_ID} model from the img2fmri 1.0 wheel "
                                                "(verified by sha256) into the berg folder.")
     parser.add_argument("--wheel", type=Path, default=None, help=f"path of {WHEEL_NAME} (default: cache or pip)")
-    parser.add_argument("--berg-dir", type=Path, default=None, help="berg data folder (default: $BERG_HOME or the user cache folder)")
+    parser.add_argument("--berg-dir", type=Path, default=None,
+                        help="berg data folder (default: $BERG_HOME, else the user cache folder)")
     parser.add_argument("--force", action="store_true", help="rebuild even if a complete import exists")
     parser.set_defaults(func=_run_cli)
 
