@@ -104,8 +104,8 @@ def _kernel_cdf(tr: float, hrf: str | None) -> tuple[float, float, np.ndarray]:
     return -pad * dt, dt, np.cumsum(k)
 
 
-def to_scans(sample_times: np.ndarray, values, frame_times: np.ndarray, tr: float, hrf: str | None = "spm",
-             hold_s: float = 0.5, hold_offset_s: float = 0.0) -> np.ndarray:
+def to_scans(sample_times: np.ndarray, values, frame_times: np.ndarray, tr: float, hrf: str | None,
+             hold_s: float, hold_offset_s: float = 0.0) -> np.ndarray:
     """Convolve a sampled series with the HRF and read it at scan times (see the module docstring).
 
     Parameters

@@ -53,10 +53,20 @@ def flash_video(path: Path, n_frames: int, fps: float, flashes: dict[int, tuple[
     return write_synthetic_video(path, n_frames, fps, size, frame)
 
 
+def ramp_level(i):
+    """Grey level of frame ``i`` of :func:`ramp_video` (frame indices 0..49 are told apart by it)."""
+    return (np.asarray(i) * 5) % 250
+
+
+def ramp_index(red: np.ndarray) -> np.ndarray:
+    """Frame index (0..49) from a decoded mean grey level (codec error is within +-2)."""
+    return np.rint(np.asarray(red, dtype=np.float64) / 5.0).astype(np.int64)
+
+
 def ramp_video(path: Path, n_frames: int, fps: float, size=(8, 8)) -> Path:
-    """Frame i is uniformly grey at level (i * 7) % 256 in red, 255 - that in green, 128 in blue."""
+    """Frame i is uniformly grey at ``ramp_level(i)`` (grey survives yuv420p coding within +-2)."""
     def frame(i: int) -> np.ndarray:
-        v = (i * 7) % 256
-        return np.broadcast_to(np.array([v, 255 - v, 128], np.uint8), (*size, 3)).copy()
+        v = ramp_level(i)
+        return np.full((*size, 3), v, np.uint8)
 
     return write_synthetic_video(path, n_frames, fps, size, frame)

@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+from _movie_support import ramp_index, ramp_level, ramp_video
+
+from berg import baselines
+from berg.errors import BergError, InvalidStimulusError
+from berg.video import clip_plan, iter_clips, iter_frames, probe, read_frames, write_synthetic_video
+
+
+@pytest.fixture(scope="module")
+def ramp(tmp_path_factory):
+    # 48 frames at 8 frames/s: 6 s; frame i is shown over [i / 8, (i + 1) / 8)
+    return ramp_video(tmp_path_factory.mktemp("video") / "ramp.mp4", 48, 8.0)
+
+
+def test_probe(ramp):
+    info = probe(ramp)
+    assert (info.n_frames, info.fps, info.width, info.height) == (48, 8.0, 8, 8)
+    assert info.duration_s == pytest.approx(6.0)
+
+
+def test_probe_counts_packets_when_the_container_does_not_say(tmp_path):
+    path = ramp_video(tmp_path / "ramp.mkv", 17, 5.0)  # Matroska does not store a frame count
+    assert probe(path).n_frames == 17
+
+
+def test_unreadable_file_names_the_path(tmp_path):
+    bad = tmp_path / "not_a_video.mp4"
+    bad.write_bytes(b"this is no video")
+    with pytest.raises(InvalidStimulusError, match="not_a_video.mp4"):
+        probe(bad)
+    with pytest.raises(BergError, match="missing.mp4"):
+        read_frames(tmp_path / "missing.mp4", [0])
+
+
+def test_read_frames_keeps_only_the_wanted_frames_in_the_given_order(ramp):
+    frames = read_frames(ramp, [30, 0, 7, 7])
+    assert frames.shape == (4, 8, 8, 3) and frames.dtype == np.uint8
+    assert ramp_index(frames[..., 0].mean(axis=(1, 2))).tolist() == [30, 0, 7, 7]
+    with pytest.raises(InvalidStimulusError, match="48 frames"):
+        read_frames(ramp, [3, 48])
+    with pytest.raises(InvalidStimulusError, match="indices"):
+        read_frames(ramp, [])
+
+
+def test_iter_frames_every_frame(ramp):
+    items = list(iter_frames(ramp))
+    times = np.array([t for t, _ in items])
+    np.testing.assert_allclose(times, np.arange(48) / 8.0)
+    assert ramp_index([f[..., 0].mean() for _, f in items]).tolist() == list(range(48))
+
+
+@pytest.mark.parametrize("rate, start_s", [(2.0, 0.0), (3.0, 0.0), (20.0, 0.0), (3.0, 2.5)])
+def test_iter_frames_at_a_rate_takes_the_frame_shown_at_each_sample_time(ramp, rate, start_s):
+    items = list(iter_frames(ramp, rate_hz=rate, start_s=start_s))
+    times = np.array([t for t, _ in items])
+    first = int(np.ceil(start_s * rate - 1e-9))
+    expected_times = np.arange(first, int(np.ceil(6.0 * rate - 1e-9))) / rate
+    np.testing.assert_allclose(times, expected_times)
+    shown = np.floor(expected_times * 8.0 + 1e-9).astype(int)
+    assert ramp_index([f[..., 0].mean() for _, f in items]).tolist() == shown.tolist()
+
+
+def test_iter_clips_follow_the_plan_with_linspace_frames(ramp):
+    info = probe(ramp)
+    plan = clip_plan(info, clip_s=2.0, n_frames=5, stride_s=1.5)
+    # windows [0, 2), [1.5, 3.5), [3, 5): 16 frames each; a window [4.5, 6.5) would pass the end
+    assert [c for c, _ in plan] == [1.0, 2.5, 4.0]
+    assert plan[1][1].tolist() == (12 + np.linspace(0, 15, 5).astype(int)).tolist()
+    clips = list(iter_clips(ramp, clip_s=2.0, n_frames=5, stride_s=1.5))
+    assert [c for c, _ in clips] == [1.0, 2.5, 4.0]
+    for (_, picks), (_, clip) in zip(plan, clips):
+        assert clip.shape == (5, 8, 8, 3)
+        assert ramp_index(clip[..., 0].mean(axis=(1, 2))).tolist() == picks.tolist()
+    resumed = list(iter_clips(ramp, clip_s=2.0, n_frames=5, stride_s=1.5, start_index=2))
+    assert len(resumed) == 1 and np.array_equal(resumed[0][1], clips[2][1])
+
+
+def test_clip_longer_than_the_video_is_refused(ramp):
+    with pytest.raises(InvalidStimulusError, match="clip_s"):
+        list(iter_clips(ramp, clip_s=7.0))
+    with pytest.raises(InvalidStimulusError, match="rate_hz"):
+        list(iter_frames(ramp, rate_hz=-1))
+
+
+def test_write_synthetic_video_checks_size_and_frames(tmp_path):
+    with pytest.raises(InvalidStimulusError, match="even"):
+        write_synthetic_video(tmp_path / "x.mp4", 3, 10, (7, 8), lambda i: np.zeros((7, 8, 3), np.uint8))
+    with pytest.raises(InvalidStimulusError, match="frame_fn"):
+        write_synthetic_video(tmp_path / "x.mp4", 3, 10, (8, 8), lambda i: np.zeros((4, 8, 3), np.uint8))
+    assert not list(tmp_path.iterdir())  # nothing half-written
+    assert ramp_level(3) == 15
+
+
+def test_baselines_on_known_colours():
+    red = np.zeros((2, 4, 4, 3), np.uint8)
+    red[..., 0] = 255
+    red[1, :2] = 0  # second frame: half black
+    np.testing.assert_allclose(baselines.brightness(red), [1.0, 0.5])
+    np.testing.assert_allclose(baselines.luminance(red), [0.2126, 0.1063])
+    grey = np.full((1, 2, 2, 3), 51, np.uint8)
+    np.testing.assert_allclose(baselines.luminance(grey), [0.2])
+    clips = np.stack([red, red])  # (2 clips, 2 frames, ...)
+    np.testing.assert_allclose(baselines.compute(["brightness"], clips, is_clip=True)["brightness"], [0.75, 0.75])
+    with pytest.raises(InvalidStimulusError, match="uint8"):
+        baselines.brightness(red.astype(np.float32))
+    with pytest.raises(InvalidStimulusError, match="contrast"):
+        baselines.check_names(["contrast"])
