@@ -198,21 +198,27 @@ class FeatureExtractor(torch.nn.Module):
         self.preprocess = Preprocessing.from_card(card)
         self.body = create_feature_extractor(backbone, return_nodes={n: n for n in self.nodes}).eval()
 
-    def extract(self, batch: torch.Tensor | list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Features at each return node: ``{node: (B, *node_shape) float32}``.
+    def prepare(self, batch: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """Preprocess a batch into the backbone's input, on the batch's device.
 
         ``batch`` is (B, 3, H, W) images or (B, T, 3, H, W) clips (frames already sampled), uint8 or float in
-        [0, 1]; a list of (3, H, W) images of different sizes is also accepted.
+        [0, 1]; a list of (3, H, W) images of different sizes is also accepted. Returns (B, 3, h, w) or
+        (B, 3, T, h, w) float32.
         """
         if isinstance(batch, list):
-            x = torch.stack([self.preprocess(img[None])[0] for img in batch])
-        elif self.is_video:
+            return torch.stack([self.preprocess(img[None])[0] for img in batch])
+        if self.is_video:
             b, t = batch.shape[:2]
             x = self.preprocess(batch.flatten(0, 1))
-            x = x.view(b, t, *x.shape[1:]).permute(0, 2, 1, 3, 4)  # (B, 3, T, h, w)
-        else:
-            x = self.preprocess(batch)
-        return self.body(x)
+            return x.view(b, t, *x.shape[1:]).permute(0, 2, 1, 3, 4)
+        return self.preprocess(batch)
+
+    def extract(self, batch: torch.Tensor | list[torch.Tensor], prepared: bool = False) -> dict[str, torch.Tensor]:
+        """Features at each return node: ``{node: (B, *node_shape) float32}``.
+
+        ``batch`` as for :meth:`prepare`, or its output with ``prepared=True``.
+        """
+        return self.body(batch if prepared else self.prepare(batch))
 
     forward = extract
 

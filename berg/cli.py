@@ -12,7 +12,7 @@ import numpy as np
 
 from . import api
 from ._io import atomic_path
-from .errors import BergError
+from .errors import BergError, InvalidArgumentError
 from .registry import format_catalog
 from .spaces import to_nifti
 
@@ -53,7 +53,8 @@ def save_responses(path: str | Path, responses: np.ndarray, metadata: dict) -> P
     path = Path(path)
     name = path.name.lower()
     if not name.endswith(OUTPUT_SUFFIXES):
-        raise BergError(f"output {str(path)!r} has an unknown extension; valid: {', '.join(OUTPUT_SUFFIXES)}")
+        raise InvalidArgumentError(f"output {str(path)!r} has an unknown extension; valid: "
+                                   f"{', '.join(OUTPUT_SUFFIXES)}")
     with atomic_path(path) as tmp:
         if name.endswith(".npy"):
             with open(tmp, "wb") as fh:
@@ -94,7 +95,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_encode(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if not output.name.lower().endswith(OUTPUT_SUFFIXES):
-        raise BergError(f"-o {str(output)!r} has an unknown extension; valid: {', '.join(OUTPUT_SUFFIXES)}")
+        raise InvalidArgumentError(f"-o {str(output)!r} has an unknown extension; valid: {', '.join(OUTPUT_SUFFIXES)}")
     inputs = args.inputs
     stimulus = np.load(inputs[0], allow_pickle=False) if len(inputs) == 1 and inputs[0].endswith(".npy") else inputs
     model = model_from_args(args)

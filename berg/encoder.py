@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from .backbones import FeatureExtractor, build_feature_extractor, resolve_device
 from .cards import ModelCard
-from .errors import MissingFilesError
+from .errors import InvalidArgumentError, MissingFilesError
 from .readout import Readout
 from .selection import Selection, resolve_selection
 from .stimuli import Batch, as_stimulus_set
@@ -70,10 +70,15 @@ class EncodingModel:
             return [b.pin_memory().to(self.device, non_blocking=True) for b in batch]
         return batch.pin_memory().to(self.device, non_blocking=True)
 
+    def prepare_batch(self, batch: Batch) -> torch.Tensor:
+        """Preprocess a loaded batch into the backbone's input, on the CPU when the model is, else on its device."""
+        return self.extractor.prepare(self._to_device(batch))
+
     @torch.inference_mode()
-    def forward_batch(self, batch: Batch) -> torch.Tensor:
-        """Responses (B, n_outputs) float32 on the model's device for one prepared batch."""
-        return self.readout(self.extractor.extract(self._to_device(batch)))
+    def forward_batch(self, batch: Batch, prepared: bool = False) -> torch.Tensor:
+        """Responses (B, n_outputs) float32 on the model's device for one loaded (or prepared) batch."""
+        x = batch if prepared else self.prepare_batch(batch)
+        return self.readout(self.extractor.extract(x, prepared=True))
 
     def predict_batch(self, batch) -> np.ndarray:
         """Responses (B, n_outputs) float32 for one batch given in any accepted stimulus form."""
@@ -109,21 +114,27 @@ def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_p
         raise TypeError(f"model must be an EncodingModel from berg.get_encoding_model, got {type(model).__name__}")
     kind = model.card.stimulus_kind
     stimuli = as_stimulus_set(stimulus, kind, model.card.data["stimulus"].get("n_frames"))
-    batch_size = int(batch_size or DEFAULT_BATCH_SIZE[kind])
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be a positive integer")
+    batch_size = DEFAULT_BATCH_SIZE[kind] if batch_size is None else batch_size
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+        raise InvalidArgumentError(f"batch_size={batch_size} is not valid: use a positive integer or None")
     responses = np.empty((stimuli.n, model.n_outputs), dtype=np.float32)
-    starts = range(0, stimuli.n, batch_size)
-    # decoding of the next batch runs in a background thread while the current one is computed
+    # the next batch is decoded (and, on the CPU, preprocessed) in a background thread while one is computed
+    on_cpu = model.device.type == "cpu"
+
+    def produce(start: int) -> tuple[Batch, int]:
+        stop = min(start + batch_size, stimuli.n)
+        batch = stimuli.load(start, stop)
+        with torch.inference_mode():
+            return (model.prepare_batch(batch) if on_cpu else batch), stop
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool, \
             tqdm(total=stimuli.n, disable=not show_progress, unit=kind) as bar:
-        pending = pool.submit(stimuli.load, 0, min(batch_size, stimuli.n))
-        for start in starts:
-            batch = pending.result()
-            stop = min(start + batch_size, stimuli.n)
+        pending = pool.submit(produce, 0)
+        for start in range(0, stimuli.n, batch_size):
+            batch, stop = pending.result()
             if stop < stimuli.n:
-                pending = pool.submit(stimuli.load, stop, min(stop + batch_size, stimuli.n))
-            responses[start:stop] = model.forward_batch(batch).float().cpu().numpy()
+                pending = pool.submit(produce, stop)
+            responses[start:stop] = model.forward_batch(batch, prepared=on_cpu).float().cpu().numpy()
             bar.update(stop - start)
     return (responses, model.metadata) if return_metadata else responses
 

@@ -33,6 +33,10 @@ class InvalidDeviceError(BergError, ValueError):
     """A device that is unknown or not available on this machine."""
 
 
+class InvalidArgumentError(BergError, ValueError):
+    """Any other argument outside its valid values (batch sizes, rates, output paths …)."""
+
+
 class ModelCardError(BergError, ValueError):
     """A model card that does not follow the schema."""
 

@@ -121,3 +121,15 @@ def test_cli_error_writes_nothing(tiny_model, berg_dir, tmp_path, capsys):
     assert code == 2
     assert "integers must lie in 0..255" in capsys.readouterr().err
     assert list(tmp_path.glob("out*")) == []
+
+
+@pytest.mark.parametrize("batch_size", [0, -3, 2.5, True])
+def test_bad_batch_size(model, images, batch_size):
+    with pytest.raises(errors.InvalidArgumentError, match=rf"batch_size={batch_size!r} is not valid"):
+        berg.encode(model, images, batch_size=batch_size)
+
+
+def test_cli_unknown_output_extension(tiny_model, berg_dir, tmp_path, capsys):
+    code = cli_main(["encode", "test-resnet18", "--subject", "1", "x.png", "-o", str(tmp_path / "out.csv"),
+                     "--berg-dir", str(berg_dir)])
+    assert code == 2 and "unknown extension; valid: .npy" in capsys.readouterr().err
