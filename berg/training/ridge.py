@@ -109,7 +109,7 @@ def _svd_centred(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 
 
 def fit_ridge_cv(x: np.ndarray, y: np.ndarray, alphas=DEFAULT_ALPHAS, n_folds: int = 5, seed: int = 0,
-                 device: str = "cpu", chunk: int = 16384) -> RidgeFit:
+                 device: str = "cpu", chunk: int = 8192) -> RidgeFit:
     """Ridge regression with intercept, alpha chosen per voxel by k-fold cross-validation, refitted on all data.
 
     Parameters
@@ -125,7 +125,7 @@ def fit_ridge_cv(x: np.ndarray, y: np.ndarray, alphas=DEFAULT_ALPHAS, n_folds: i
     device : str
         Torch device of the computation.
     chunk : int
-        Voxels handled at once (bounds memory at about ``n_stimuli * chunk * 4`` bytes per buffer).
+        Voxels handled at once (bounds memory at about ``n_alphas * n_stimuli / n_folds * chunk * 4`` bytes).
     """
     alphas = np.asarray(alphas, dtype=np.float64)
     if alphas.ndim != 1 or alphas.size == 0 or not np.all(alphas > 0):
@@ -144,14 +144,13 @@ def fit_ridge_cv(x: np.ndarray, y: np.ndarray, alphas=DEFAULT_ALPHAS, n_folds: i
         xv = ((xt[val] - mx) @ vt.T).float()
         ut = u.T.float()
         shrink = (s[None, :] / (s[None, :] ** 2 + al[:, None])).float()  # (n_alphas, k)
+        xv_shrunk = xv[None] * shrink[:, None, :]  # (n_alphas, n_val, k): every alpha in one product
         for start in range(0, n_vox, chunk):
             ytr = yt[train, start:start + chunk]
             my = ytr.mean(0)
-            uty = ut @ (ytr - my)
-            yv = yt[val, start:start + chunk] - my
-            for a in range(len(alphas)):
-                pred = (xv * shrink[a]) @ uty
-                error[a, start:start + chunk] += ((yv - pred) ** 2).sum(0).double()
+            pred = torch.matmul(xv_shrunk, ut @ (ytr - my))  # (n_alphas, n_val, chunk)
+            pred.sub_(yt[val, start:start + chunk] - my).pow_(2)
+            error[:, start:start + chunk] += pred.sum(1).double()
     best = error.argmin(0)
     mx, u, s, vt = _svd_centred(xt)
     my = yt.mean(0).double()
