@@ -68,7 +68,8 @@ def get_model_metadata(model_id: str, subject: int | str = 1, berg_dir: str | os
 
 def get_encoding_model(model_id: str, subject: int | str = 1, selection: dict | None = None, device: str = "auto",
                        backbone_weights: str | os.PathLike | None = "default", verify_hash: bool = True,
-                       berg_dir: str | os.PathLike | None = None) -> EncodingModel:
+                       berg_dir: str | os.PathLike | None = None, *, precision: str = "float32",
+                       channels_last: bool = False, compile: bool = False) -> EncodingModel:
     """Load one subject's encoding model.
 
     Parameters
@@ -88,9 +89,17 @@ def get_encoding_model(model_id: str, subject: int | str = 1, selection: dict | 
         Check a weights file against the published hash.
     berg_dir : path, optional
         Root of the model files (default :func:`default_berg_dir`).
+    precision : {"float32", "bfloat16", "float16"}
+        Autocast dtype of the backbone (the readout stays float32). bfloat16 is for GPUs; measured relative error
+        against float32 is in the README.
+    channels_last : bool
+        Run the backbone in channels-last memory layout (faster convolutions on GPUs; same outputs).
+    compile : bool
+        Run the backbone through ``torch.compile`` (a slow first batch, then faster on GPUs).
     """
     card = registry.get_card(model_id, _dir(berg_dir))
-    return load_encoding_model(card, _dir(berg_dir), subject, selection, device, backbone_weights, verify_hash)
+    return load_encoding_model(card, _dir(berg_dir), subject, selection, device, backbone_weights, verify_hash,
+                               precision, channels_last, compile)
 
 
 class BERG:
@@ -122,9 +131,10 @@ class BERG:
         return get_model_metadata(model_id, subject, self.berg_dir)
 
     def get_encoding_model(self, model_id: str, subject: int | str = 1, selection: dict | None = None,
-                           device: str = "auto", backbone_weights="default", verify_hash: bool = True
+                           device: str = "auto", backbone_weights="default", verify_hash: bool = True, **options
                            ) -> EncodingModel:
-        return get_encoding_model(model_id, subject, selection, device, backbone_weights, verify_hash, self.berg_dir)
+        return get_encoding_model(model_id, subject, selection, device, backbone_weights, verify_hash,
+                                  self.berg_dir, **options)
 
     @staticmethod
     def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_progress: bool = False,

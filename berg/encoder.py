@@ -22,6 +22,7 @@ from .storage.native import (SubjectMetadata, load_arrays, native_paths, project
                              readout_path)
 
 DEFAULT_BATCH_SIZE = {"image": 32, "video": 2}
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def berg_version() -> str:
@@ -51,9 +52,10 @@ class EncodingModel:
     """
 
     def __init__(self, card: ModelCard, subject: int | str, extractor: FeatureExtractor, readout: Readout,
-                 metadata: dict[str, Any], device: torch.device):
+                 metadata: dict[str, Any], device: torch.device, precision: str = "float32"):
         self.card, self.subject, self.extractor, self.readout = card, subject, extractor, readout
         self.metadata, self.device = metadata, device
+        self.autocast_dtype = PRECISIONS[precision]
 
     @property
     def n_outputs(self) -> int:
@@ -78,7 +80,9 @@ class EncodingModel:
     def forward_batch(self, batch: Batch, prepared: bool = False) -> torch.Tensor:
         """Responses (B, n_outputs) float32 on the model's device for one loaded (or prepared) batch."""
         x = batch if prepared else self.prepare_batch(batch)
-        return self.readout(self.extractor.extract(x, prepared=True))
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            features = self.extractor.extract(x, prepared=True)
+        return self.readout(features)  # the readout always runs in float32
 
     def predict_batch(self, batch) -> np.ndarray:
         """Responses (B, n_outputs) float32 for one batch given in any accepted stimulus form."""
@@ -198,10 +202,13 @@ def node_dims(card: ModelCard) -> dict[str, int]:
 
 
 def load_encoding_model(card: ModelCard, berg_dir: Path, subject, selection=None, device="auto",
-                        backbone_weights="default", verify_hash: bool = True) -> EncodingModel:
+                        backbone_weights="default", verify_hash: bool = True, precision: str = "float32",
+                        channels_last: bool = False, compile: bool = False) -> EncodingModel:
     """Build an :class:`EncodingModel` from native files under ``berg_dir`` (see :func:`berg.get_encoding_model`)."""
     subject = card.check_subject(subject)
     device = resolve_device(device)
+    if precision not in PRECISIONS:
+        raise InvalidArgumentError(f"precision={precision!r} is not valid; valid: {', '.join(PRECISIONS)}")
     model_dir = Path(berg_dir) / card.folder
     _require(native_paths(model_dir, subject, card.has_projection), card, subject)
     meta = read_subject_metadata(model_dir, subject)
@@ -209,9 +216,11 @@ def load_encoding_model(card: ModelCard, berg_dir: Path, subject, selection=None
     sel = resolve_selection(selection, meta, has_whole_brain)
     readout = _subject_readout(card, model_dir, subject, meta, sel, node_dims(card))
     extractor = build_feature_extractor(card, backbone_weights, verify_hash, device)
+    extractor.set_execution(channels_last=channels_last, compile=compile)
     metadata = _column_metadata(card, subject, meta, sel)
-    metadata["backbone"] = {"architecture": card.data["backbone"]["architecture"], **extractor.weights_identity}
-    return EncodingModel(card, subject, extractor, readout.to(device), metadata, device)
+    metadata["backbone"] = {"architecture": card.data["backbone"]["architecture"], **extractor.weights_identity,
+                            "precision": precision, "channels_last": channels_last, "compiled": compile}
+    return EncodingModel(card, subject, extractor, readout.to(device), metadata, device, precision)
 
 
 def _readout_keys(model_dir: Path, subject) -> set[str]:
