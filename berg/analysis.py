@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import BergError
+from .errors import InvalidArgumentError
 
 
-class InvalidDataError(BergError, ValueError):
+class InvalidDataError(InvalidArgumentError):
     """Time-series data or analysis parameters of the wrong shape or range."""
 
 

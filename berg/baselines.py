@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .errors import InvalidStimulusError
+from .errors import InvalidArgumentError, InvalidStimulusError
 
 _LUMA = np.array([0.2126, 0.7152, 0.0722])
 
@@ -67,7 +67,7 @@ def check_names(names: Sequence[str]) -> tuple[str, ...]:
     names = tuple(names or ())
     for name in names:
         if name not in BASELINES:
-            raise InvalidStimulusError(f"baselines contains {name!r}; valid names are {sorted(BASELINES)}.")
+            raise InvalidArgumentError(f"baselines contains {name!r}; valid names are {sorted(BASELINES)}.")
     return names
 
 

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from . import baselines as _baselines
 from . import sinks
-from .errors import InvalidStimulusError
+from .errors import InvalidArgumentError
 from .video import clip_plan, iter_clips, iter_frames, probe
 
 log = logging.getLogger(__name__)
@@ -167,20 +167,20 @@ def _check_args(tr, n_scans, slice_time_ref, hrf, sample_rate_hz, clip_s, stride
         if value is None and allow_none:
             return
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise InvalidStimulusError(f"{name} must be a positive number; got {value!r}.")
+            raise InvalidArgumentError(f"{name} must be a positive number; got {value!r}.")
 
     positive("tr", tr)
     positive("sample_rate_hz", sample_rate_hz, allow_none=True)
     positive("clip_s", clip_s)
     positive("stride_s", stride_s, allow_none=True)
     if n_scans is not None and (isinstance(n_scans, bool) or not isinstance(n_scans, (int, np.integer)) or n_scans < 1):
-        raise InvalidStimulusError(f"n_scans must be an integer >= 1 or None (video duration / tr); got {n_scans!r}.")
+        raise InvalidArgumentError(f"n_scans must be an integer >= 1 or None (video duration / tr); got {n_scans!r}.")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise InvalidStimulusError(f"batch_size must be an integer >= 1 or None; got {batch_size!r}.")
+        raise InvalidArgumentError(f"batch_size must be an integer >= 1 or None; got {batch_size!r}.")
     if not isinstance(slice_time_ref, (int, float)) or not 0.0 <= slice_time_ref <= 1.0:
-        raise InvalidStimulusError(f"slice_time_ref must be a fraction of the TR in [0, 1]; got {slice_time_ref!r}.")
+        raise InvalidArgumentError(f"slice_time_ref must be a fraction of the TR in [0, 1]; got {slice_time_ref!r}.")
     if hrf not in HRF_MODELS:
-        raise InvalidStimulusError(f"hrf={hrf!r} is not valid; valid values are 'spm', 'glover' and None.")
+        raise InvalidArgumentError(f"hrf={hrf!r} is not valid; valid values are 'spm', 'glover' and None.")
 
 
 def _outputs(output) -> list[Path]:
@@ -188,7 +188,7 @@ def _outputs(output) -> list[Path]:
     paths = [Path(p) for p in paths]
     kinds = [sinks.output_kind(p) for p in paths]
     if kinds.count("hdf5") > 1:
-        raise InvalidStimulusError(f"output names {kinds.count('hdf5')} HDF5 files; give at most one.")
+        raise InvalidArgumentError(f"output names {kinds.count('hdf5')} HDF5 files; give at most one.")
     return paths
 
 
@@ -239,12 +239,12 @@ def predict_movie(model, video: str | os.PathLike, tr: float, n_scans: int | Non
     names = _baselines.check_names(baselines)
     paths = _outputs(output)
     if resume and not paths:
-        raise InvalidStimulusError("resume=True needs an output path (the run's progress is kept beside it); give output=.")
+        raise InvalidArgumentError("resume=True needs an output path (the run's progress is kept beside it); give output=.")
     info = probe(video)
     is_clip = model.card.stimulus_kind == "video"
     n_scans = int(n_scans) if n_scans is not None else math.floor(info.duration_s / tr + 1e-9)
     if n_scans < 1:
-        raise InvalidStimulusError(f"video={str(video)!r} lasts {info.duration_s:.3f} s, shorter than tr={tr}; give n_scans.")
+        raise InvalidArgumentError(f"video={str(video)!r} lasts {info.duration_s:.3f} s, shorter than tr={tr}; give n_scans.")
     frame_times = scan_times(n_scans, tr, slice_time_ref)
     if is_clip:
         stride_s = float(stride_s or tr)
@@ -284,7 +284,7 @@ def predict_movie(model, video: str | os.PathLike, tr: float, n_scans: int | Non
             for times, batch in _batched(stream, size):
                 responses = np.asarray(model.predict_batch(batch), dtype=np.float32)
                 if responses.shape != (len(times), int(model.n_outputs)):
-                    raise InvalidStimulusError(
+                    raise InvalidArgumentError(
                         f"model.predict_batch returned shape {responses.shape}; expected {(len(times), model.n_outputs)}."
                     )
                 sink.append(times, responses, _baselines.compute(names, batch, is_clip))
@@ -330,8 +330,8 @@ def _write_outputs(paths: list[Path], bold: np.ndarray, frame_times: np.ndarray,
         if kind == "nifti":
             missing = [k for k in ("voxel_ijk", "volume_shape", "affine") if meta.get(k) is None]
             if missing:
-                raise InvalidStimulusError(f"output={str(path)!r} needs a volume, but the model's metadata lacks {missing}.")
-            fill = 0.0 if str(meta.get("subject")) == "group" else np.nan
+                raise InvalidArgumentError(f"output={str(path)!r} needs a volume, but the model's metadata lacks {missing}.")
+            fill = meta.get("fill_value", 0.0 if str(meta.get("subject")) == "group" else np.nan)
             written.append(sinks.write_nifti(path, bold, meta["voxel_ijk"], meta["volume_shape"], meta["affine"],
                                              meta["tr"], fill=fill))
         elif kind == "tsv":
@@ -362,12 +362,13 @@ def _predictor_table(bold: np.ndarray, per_scan: dict, meta: dict) -> tuple[dict
 
 
 def register_cli(subparsers) -> None:
-    """Add ``berg movie MODEL --subject S VIDEO --tr TR -o OUT ...`` to an argparse subparsers object."""
+    """Add ``berg movie MODEL VIDEO --subject S --tr TR -o OUT ...`` (model options as ``berg encode``)."""
+    from .cli import add_model_options
+
     p = subparsers.add_parser("movie", help="predict BOLD time series for a film at a given TR",
                               description="Stream a video through an encoding model into predicted BOLD at the TR.")
-    p.add_argument("model", help="model id (see `berg list`)")
+    add_model_options(p)
     p.add_argument("video", help="video file")
-    p.add_argument("--subject", required=True, help="subject number, or 'group'")
     p.add_argument("--tr", type=float, required=True, help="repetition time (s)")
     p.add_argument("-o", "--output", action="append", required=True,
                    help="output file, kind by extension (.nii/.nii.gz, .h5/.hdf5, .tsv); repeat for several")
@@ -378,23 +379,15 @@ def register_cli(subparsers) -> None:
     p.add_argument("--clip-s", type=float, default=3.0, help="video models: clip length (s)")
     p.add_argument("--stride-s", type=float, default=None, help="video models: clip stride (s), default the TR")
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--roi", nargs="+", default=None, help="keep only these ROIs' outputs")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--backbone-weights", default="default", help="'default', a weights file, or 'untrained'")
-    p.add_argument("--berg-dir", default=None)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run with the same outputs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_cli)
 
 
 def _run_cli(args) -> int:
-    import berg
+    from .cli import model_from_args
 
-    subject = int(args.subject) if str(args.subject).isdigit() else args.subject
-    selection = None if not args.roi else {"roi": args.roi[0] if len(args.roi) == 1 else list(args.roi)}
-    weights = None if args.backbone_weights == "untrained" else args.backbone_weights
-    model = berg.get_encoding_model(args.model, subject=subject, selection=selection, device=args.device,
-                                    backbone_weights=weights, berg_dir=args.berg_dir)
+    model = model_from_args(args)
     result = predict_movie(model, args.video, tr=args.tr, n_scans=args.n_scans, slice_time_ref=args.slice_time_ref,
                            hrf=None if args.hrf == "none" else args.hrf, sample_rate_hz=args.rate or None,
                            clip_s=args.clip_s, stride_s=args.stride_s, batch_size=args.batch_size, output=args.output,

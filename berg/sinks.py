@@ -30,7 +30,7 @@ import nibabel as nib
 import numpy as np
 
 from ._io import atomic_path, write_json
-from .errors import BergError, InvalidStimulusError
+from .errors import InvalidArgumentError
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ _CHUNK_ROWS = 64
 _CHUNK_COLS = 1024
 
 
-class ResumeError(BergError, ValueError):
+class ResumeError(InvalidArgumentError):
     """A ``resume`` request that does not match the interrupted run's parameters."""
 
 
@@ -49,7 +49,7 @@ def output_kind(path: str | os.PathLike) -> str:
     for ext, kind in sorted(OUTPUT_KINDS.items(), key=lambda item: -len(item[0])):
         if name.endswith(ext):
             return kind
-    raise InvalidStimulusError(
+    raise InvalidArgumentError(
         f"output={str(path)!r} has an unknown extension; valid extensions are {', '.join(OUTPUT_KINDS)}."
     )
 
@@ -234,11 +234,11 @@ def write_nifti(path: str | os.PathLike, bold: np.ndarray, voxel_ijk: np.ndarray
     ijk = np.asarray(voxel_ijk, dtype=np.int64)
     shape = tuple(int(s) for s in volume_shape)
     if bold.ndim != 2 or ijk.shape != (bold.shape[1], 3):
-        raise InvalidStimulusError(
+        raise InvalidArgumentError(
             f"bold must be (n_scans, n_outputs) and voxel_ijk (n_outputs, 3); got {bold.shape} and {ijk.shape}."
         )
     if len(shape) != 3 or (ijk < 0).any() or (ijk >= np.array(shape)).any():
-        raise InvalidStimulusError(f"voxel_ijk must lie inside volume_shape={shape}.")
+        raise InvalidArgumentError(f"voxel_ijk must lie inside volume_shape={shape}.")
     affine = np.asarray(affine, dtype=np.float64)
     header = nib.Nifti1Header()
     header.set_data_dtype(np.float32)

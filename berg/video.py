@@ -18,7 +18,7 @@ import av
 import numpy as np
 
 from ._io import atomic_path
-from .errors import InvalidStimulusError
+from .errors import InvalidArgumentError, InvalidStimulusError
 
 _EPS = 1e-9
 
@@ -143,9 +143,9 @@ def read_frames(path: str | os.PathLike, indices: Sequence[int]) -> np.ndarray:
     """
     wanted = np.asarray(indices, dtype=np.int64).reshape(-1)
     if wanted.size == 0:
-        raise InvalidStimulusError("indices=[] selects no frame; give at least one frame index.")
+        raise InvalidArgumentError("indices=[] selects no frame; give at least one frame index.")
     if wanted.min() < 0:
-        raise InvalidStimulusError(f"indices must be >= 0; got {int(wanted.min())}.")
+        raise InvalidArgumentError(f"indices must be >= 0; got {int(wanted.min())}.")
     needed = set(wanted.tolist())
     found: dict[int, np.ndarray] = {}
     last = int(wanted.max())
@@ -166,7 +166,7 @@ def _check_positive(name: str, value: float | None, allow_none: bool = False) ->
     if value is None and allow_none:
         return
     if value is None or not math.isfinite(float(value)) or float(value) <= 0:
-        raise InvalidStimulusError(f"{name} must be a positive number of seconds or Hz; got {value!r}.")
+        raise InvalidArgumentError(f"{name} must be a positive number of seconds or Hz; got {value!r}.")
 
 
 def iter_frames(
@@ -194,7 +194,7 @@ def iter_frames(
     """
     _check_positive("rate_hz", rate_hz, allow_none=True)
     if not math.isfinite(float(start_s)) or start_s < 0:
-        raise InvalidStimulusError(f"start_s must be a finite number of seconds >= 0; got {start_s!r}.")
+        raise InvalidArgumentError(f"start_s must be a finite number of seconds >= 0; got {start_s!r}.")
     if rate_hz is None:
         for time_s, frame in _decoded(path, start_s):
             if time_s >= start_s - _EPS:
@@ -232,7 +232,7 @@ def clip_plan(info: VideoInfo, clip_s: float, n_frames: int, stride_s: float) ->
     _check_positive("clip_s", clip_s)
     _check_positive("stride_s", stride_s)
     if int(n_frames) < 1:
-        raise InvalidStimulusError(f"n_frames must be an integer >= 1; got {n_frames!r}.")
+        raise InvalidArgumentError(f"n_frames must be an integer >= 1; got {n_frames!r}.")
     if clip_s > info.duration_s + _EPS:
         raise InvalidStimulusError(
             f"clip_s={clip_s} s is longer than the video ({info.duration_s:.3f} s); give clip_s <= the video's duration."
@@ -337,9 +337,9 @@ def write_synthetic_video(
     """
     height, width = (int(s) for s in size)
     if height % 2 or width % 2 or height <= 0 or width <= 0:
-        raise InvalidStimulusError(f"size must be two positive even numbers (height, width); got {size!r}.")
+        raise InvalidArgumentError(f"size must be two positive even numbers (height, width); got {size!r}.")
     if int(n_frames) < 1:
-        raise InvalidStimulusError(f"n_frames must be >= 1; got {n_frames!r}.")
+        raise InvalidArgumentError(f"n_frames must be >= 1; got {n_frames!r}.")
     _check_positive("fps", fps)
     rate = Fraction(fps).limit_denominator(1001)
     path = Path(path)

@@ -15,7 +15,7 @@ from nilearn.glm.first_level import compute_regressor
 
 import berg
 from berg import movie
-from berg.errors import InvalidStimulusError
+from berg.errors import BergError
 from berg.movie import predict_movie, scan_times, to_scans
 from berg.sinks import ResumeError, partial_path, read_h5
 
@@ -174,7 +174,7 @@ def test_group_volumes_are_zero_outside_the_model(tmp_path, flashes):
     ({"tr": 100.0}, "n_scans"), ({"tr": 2.0, "sample_rate_hz": 0}, "sample_rate_hz"),
 ])
 def test_bad_arguments_raise_typed_errors(flashes, kwargs, match):
-    with pytest.raises(InvalidStimulusError, match=match):
+    with pytest.raises(BergError, match=match):
         predict_movie(FakeModel(), flashes, show_progress=False, **kwargs)
 
 
@@ -185,7 +185,7 @@ def test_cli_builds_the_model_and_writes_outputs(tmp_path, flashes, monkeypatch)
         calls.update(kwargs, model_id=model_id)
         return FakeModel()
 
-    monkeypatch.setattr(berg, "get_encoding_model", fake_get_encoding_model, raising=False)
+    monkeypatch.setattr(berg.api, "get_encoding_model", fake_get_encoding_model)
     parser = argparse.ArgumentParser()
     movie.register_cli(parser.add_subparsers())
     args = parser.parse_args(["movie", "fake-rgb", "--subject", "2", str(flashes), "--tr", "2", "-o",
@@ -193,7 +193,7 @@ def test_cli_builds_the_model_and_writes_outputs(tmp_path, flashes, monkeypatch)
                               "--backbone-weights", "untrained", "--rate", "0", "--quiet"])
     assert args.func(args) == 0
     assert calls == {"model_id": "fake-rgb", "subject": 2, "selection": {"roi": "lFFA"}, "device": "auto",
-                     "backbone_weights": None, "berg_dir": None}
+                     "backbone_weights": None, "verify_hash": True, "berg_dir": None}
     stored = read_h5(tmp_path / "a.h5")
     assert stored["samples"].shape == (600, 3) and stored["metadata"]["hrf"] == "none"
     assert len(pd.read_csv(tmp_path / "a.tsv", sep="\t")) == 30
