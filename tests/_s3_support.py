@@ -116,9 +116,10 @@ def s3_client(endpoint: str) -> Any:
 
 
 def upload_tree(client: Any, local_dir: Path, prefix: str, multipart_threshold: int = 8 * 1024 * 1024) -> None:
-    """Upload every file under ``local_dir`` to ``BUCKET`` under ``prefix`` (large files as multipart)."""
+    """Upload every file under ``local_dir`` to ``BUCKET`` under ``prefix``, public-read like BERG's bucket."""
     from boto3.s3.transfer import TransferConfig
 
     config = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=5 * 1024 * 1024)
     for path in sorted(p for p in local_dir.rglob("*") if p.is_file()):
-        client.upload_file(str(path), BUCKET, prefix + path.relative_to(local_dir).as_posix(), Config=config)
+        client.upload_file(str(path), BUCKET, prefix + path.relative_to(local_dir).as_posix(), Config=config,
+                           ExtraArgs={"ACL": "public-read"})

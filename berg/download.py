@@ -1,0 +1,323 @@
+"""Model distribution: fetch a model's files from its card's sources into a safe, verified cache.
+
+Files land in BERG's folder layout under ``berg_dir`` (``$BERG_HOME``, else the user cache dir ``berg``).
+Every download goes to a ``.part`` file (kept across interruptions and resumed with HTTP ranges), is checked
+against the object's size and ETag, and is renamed into place. A lock per model folder makes concurrent
+processes produce one good copy. A sha256 manifest (``.berg_manifest.json`` in the model folder) records
+every verified file; a file that no longer matches it is fetched again. ``BERG_OFFLINE=1`` forbids fetching.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+from collections import deque
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import filelock
+from tqdm.auto import tqdm
+
+from ._io import write_json
+from .cards import ModelCard, packaged_cards
+from .errors import IntegrityError, MissingFilesError, OfflineError, UnknownModelError, close_matches
+from .storage.legacy import convert_bmd_legacy, legacy_files, native_complete
+from .storage.native import native_paths
+
+log = logging.getLogger(__name__)
+
+PART_SIZE = 16 * 1024 * 1024  # bytes per ranged GET
+WORKERS = 8  # parallel ranged GETs per file
+MANIFEST = ".berg_manifest.json"
+_HASH_BLOCK = 1 << 24
+
+
+def default_berg_dir() -> Path:
+    """``$BERG_HOME`` if set, else the user cache directory ``berg`` (e.g. ``~/.cache/berg``)."""
+    home = os.environ.get("BERG_HOME")
+    if home:
+        return Path(home).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("berg"))
+
+
+def is_offline() -> bool:
+    """True when ``BERG_OFFLINE`` is ``1``, ``true`` or ``yes`` (any case)."""
+    return os.environ.get("BERG_OFFLINE", "").strip().lower() in ("1", "true", "yes")
+
+
+def resolve_card(model: str | ModelCard) -> ModelCard:
+    """The packaged card of a model id (a :class:`ModelCard` is returned as is)."""
+    if isinstance(model, ModelCard):
+        return model
+    cards = {c.model_id: c for c in packaged_cards()}
+    if model not in cards:
+        raise UnknownModelError(f"model_id={model!r} is not a known model: valid ids are {', '.join(cards)}."
+                                + close_matches(model, cards))
+    return cards[model]
+
+
+def _file_digests(path: Path, etag_part_size: int | None = None) -> tuple[str, str | None]:
+    """sha256 of a file and, when ``etag_part_size`` is given, the ETag S3 gives it.
+
+    ``etag_part_size=0`` gives a single-part ETag (the md5); ``> 0`` the multipart one (md5 of the parts' md5s,
+    ``-N``). None skips the ETag.
+    """
+    sha, whole, part, digests, filled = hashlib.sha256(), hashlib.md5(), hashlib.md5(), [], 0
+    with open(path, "rb") as fh:
+        while block := fh.read(_HASH_BLOCK):
+            sha.update(block)
+            if etag_part_size == 0:
+                whole.update(block)
+            view = memoryview(block) if etag_part_size else memoryview(b"")
+            while view:
+                take = min(len(view), etag_part_size - filled)
+                part.update(view[:take])
+                view, filled = view[take:], filled + take
+                if filled == etag_part_size:
+                    digests.append(part.digest())
+                    part, filled = hashlib.md5(), 0
+    if etag_part_size is None:
+        return sha.hexdigest(), None
+    if etag_part_size == 0:
+        return sha.hexdigest(), whole.hexdigest()
+    digests += [part.digest()] if filled else []
+    return sha.hexdigest(), hashlib.md5(b"".join(digests)).hexdigest() + f"-{len(digests)}"
+
+
+def _etag_part_size(client: Any, bucket: str, key: str, etag: str) -> int | None:
+    """0 for a single-part ETag, the first part's size for a multipart one, None when it cannot be known."""
+    if "-" not in etag:
+        return 0
+    try:
+        return int(client.head_object(Bucket=bucket, Key=key, PartNumber=1)["ContentLength"])
+    except Exception:  # not every S3-compatible server answers part-number HEADs
+        return None
+
+
+class _S3Source:
+    """One ``s3`` source of a card: an unsigned client (by default) and the key prefix."""
+
+    def __init__(self, spec: dict[str, Any], endpoint_url: str | None) -> None:
+        import boto3
+        from botocore import UNSIGNED
+        from botocore.config import Config
+
+        endpoint = endpoint_url or os.environ.get("BERG_S3_ENDPOINT") or spec.get("endpoint_url")
+        config = Config(max_pool_connections=WORKERS, retries={"max_attempts": 5, "mode": "standard"},
+                        **({"signature_version": UNSIGNED} if spec.get("unsigned", True) else {}))
+        self.client = boto3.client("s3", region_name=spec.get("region"), endpoint_url=endpoint, config=config)
+        self.bucket, self.prefix, self.endpoint = spec["bucket"], spec.get("prefix", ""), endpoint
+
+    def url(self, rel: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{rel}"
+
+    def fetch(self, rel: str, dest: Path, show_progress: bool) -> dict[str, Any]:
+        """Download one object to ``dest`` (resuming a ``.part`` file), verify it, rename it into place."""
+        key = self.prefix + rel
+        head = self.client.head_object(Bucket=self.bucket, Key=key)
+        size, etag = int(head["ContentLength"]), head["ETag"].strip('"')
+        part = dest.with_name(f".{dest.name}.{hashlib.sha256(etag.encode()).hexdigest()[:12]}.part")
+        for stale in dest.parent.glob(f".{dest.name}.*.part"):
+            if stale != part:
+                stale.unlink(missing_ok=True)
+        start = part.stat().st_size if part.exists() else 0
+        if start > size:
+            part.unlink()
+            start = 0
+        with open(part, "ab") as fh, tqdm(total=size, initial=start, unit="B", unit_scale=True, desc=rel,
+                                          disable=not show_progress) as bar:
+            self._get_ranges(key, fh, start, size, bar)
+        got = part.stat().st_size
+        if got != size:
+            raise IntegrityError(f"{self.url(rel)}: downloaded {got} bytes, the server says {size}")
+        sha, computed = _file_digests(part, _etag_part_size(self.client, self.bucket, key, etag))
+        if computed is not None and computed != etag:
+            part.unlink()
+            raise IntegrityError(f"{self.url(rel)}: the downloaded file's ETag {computed} does not match the "
+                                 f"server's {etag}; the partial file was removed")
+        os.replace(part, dest)
+        verified = "size" if computed is None else "size+etag"
+        return {"size": size, "sha256": sha, "etag": etag, "verified": verified, "source": self.url(rel)}
+
+    def _get_ranges(self, key: str, fh: Any, start: int, size: int, bar: Any) -> None:
+        """Fetch ``[start, size)`` in parallel ranged GETs, appending them to ``fh`` in order."""
+        def get(offset: int) -> bytes:
+            end = min(offset + PART_SIZE, size) - 1
+            body = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={offset}-{end}")["Body"]
+            data = body.read()
+            if len(data) != end - offset + 1:
+                raise IntegrityError(f"s3://{self.bucket}/{key}: range {offset}-{end} returned {len(data)} bytes")
+            return data
+
+        offsets = iter(range(start, size, PART_SIZE))
+        with ThreadPoolExecutor(WORKERS) as pool:
+            pending = deque(pool.submit(get, o) for _, o in zip(range(2 * WORKERS), offsets))
+            try:
+                while pending:
+                    data = pending.popleft().result()
+                    fh.write(data)
+                    fh.flush()
+                    bar.update(len(data))
+                    nxt = next(offsets, None)
+                    if nxt is not None:
+                        pending.append(pool.submit(get, nxt))
+            finally:
+                for future in pending:
+                    future.cancel()
+
+
+def _read_manifest(model_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((model_dir / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _needs_fetch(model_dir: Path, rel: str, manifest: dict[str, Any]) -> bool:
+    """True when a file is missing, or no longer matches its manifest entry (size and sha256).
+
+    A file without an entry (placed by hand, e.g. by ``aws s3 sync``) is trusted as it is.
+    """
+    path, entry = model_dir / rel, manifest.get(rel)
+    if not path.is_file():
+        return True
+    if entry is None or (path.stat().st_size == entry["size"] and _file_digests(path)[0] == entry["sha256"]):
+        return False
+    log.warning("%s does not match its recorded size and sha256; it will be fetched again", path)
+    return True
+
+
+def _lock(model_dir: Path) -> filelock.FileLock:
+    model_dir.mkdir(parents=True, exist_ok=True)
+    return filelock.FileLock(str(model_dir / ".berg.lock"))
+
+
+def _s3_spec(card: ModelCard) -> dict[str, Any]:
+    specs = [s for s in card.data["sources"] if s["kind"] == "s3"]
+    if not specs:
+        kinds = [s["kind"] for s in card.data["sources"]]
+        raise MissingFilesError(f"model {card.model_id!r} has no s3 source to fetch its files from (sources: {kinds})")
+    return specs[0]
+
+
+def _fetch_locked(card: ModelCard, model_dir: Path, rels: Iterable[str], endpoint_url: str | None,
+                  show_progress: bool) -> None:
+    """Fetch every file of ``rels`` that is missing or damaged; the caller holds the model's lock."""
+    manifest = _read_manifest(model_dir)
+    todo = [r for r in dict.fromkeys(rels) if _needs_fetch(model_dir, r, manifest)]
+    if not todo:
+        return
+    if is_offline():
+        raise OfflineError(
+            f"model {card.model_id!r}: files missing or damaged under {model_dir}: {', '.join(todo)}. BERG_OFFLINE "
+            f"is set, so they are not fetched: unset it, or run `berg download {card.model_id} --berg-dir "
+            f"{model_dir.parents[3]}` where {_s3_spec(card)['bucket']} is reachable"
+        )
+    source = _S3Source(_s3_spec(card), endpoint_url)
+    for rel in todo:
+        dest = model_dir / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            manifest[rel] = source.fetch(rel, dest, show_progress)
+        except IntegrityError as exc:  # one fresh attempt after a failed check
+            log.warning("%s; fetching again", exc)
+            manifest[rel] = source.fetch(rel, dest, show_progress)
+        write_json(model_dir / MANIFEST, manifest)
+
+
+def download(model_id: str | ModelCard, subjects: Iterable[int] | None = None, berg_dir: str | os.PathLike | None = None,
+             endpoint_url: str | None = None, show_progress: bool = True) -> list[Path]:
+    """Fetch a model's files (only those the given subjects need) into ``berg_dir``, verified.
+
+    Parameters
+    ----------
+    model_id : str or ModelCard
+        A packaged model id, e.g. ``"fmri-bmd-s3d"``.
+    subjects : iterable of int, optional
+        Subjects to fetch; all of the card's subjects by default.
+    berg_dir : path, optional
+        Cache root; :func:`default_berg_dir` by default.
+    endpoint_url : str, optional
+        S3 endpoint of a mirror; else ``$BERG_S3_ENDPOINT``, else the card's ``endpoint_url``, else AWS.
+    show_progress : bool
+        Show a byte progress bar per file.
+
+    Returns
+    -------
+    list of Path
+        The local files, in BERG's layout.
+
+    Raises
+    ------
+    OfflineError
+        Files are missing or damaged and ``BERG_OFFLINE`` is set.
+    IntegrityError
+        A file failed its size or ETag check twice.
+    """
+    card = resolve_card(model_id)
+    berg_dir = Path(berg_dir) if berg_dir is not None else default_berg_dir()
+    subjects = [card.check_subject(s) for s in (card.subjects if subjects is None else subjects)]
+    model_dir = berg_dir / card.folder
+    if any(s["kind"] == "pypi-wheel" for s in card.data["sources"]):
+        _import_wheel(berg_dir)
+        return [p for s in subjects for p in native_paths(model_dir, s, card.has_projection)]
+    rels = [r for s in subjects for r in legacy_files(card, s)]
+    with _lock(model_dir):
+        _fetch_locked(card, model_dir, rels, endpoint_url, show_progress)
+    return [model_dir / r for r in dict.fromkeys(rels)]
+
+
+def _import_wheel(berg_dir: Path) -> None:
+    from .storage.img2fmri import import_img2fmri
+
+    import_img2fmri(berg_dir)
+
+
+def ensure_model_files(card: ModelCard, berg_dir: str | os.PathLike, subject: int | str) -> None:
+    """Make the native files of one subject exist: convert legacy files, fetching them first if needed.
+
+    Raises
+    ------
+    OfflineError
+        Files are missing and ``BERG_OFFLINE`` is set; the message lists them and how to get them.
+    """
+    berg_dir, subject = Path(berg_dir), card.check_subject(subject)
+    model_dir = berg_dir / card.folder
+    if native_complete(model_dir, card, subject):
+        return
+    if any(s["kind"] == "pypi-wheel" for s in card.data["sources"]):
+        _import_wheel(berg_dir)
+        return
+    rels = legacy_files(card, subject)
+    with _lock(model_dir):
+        if native_complete(model_dir, card, subject):
+            return
+        _fetch_locked(card, model_dir, rels, None, show_progress=True)
+        convert_bmd_legacy(model_dir, card, subject)
+
+
+def _cli_download(args: argparse.Namespace) -> int:
+    paths = download(args.model, subjects=args.subjects, berg_dir=args.berg_dir, endpoint_url=args.endpoint_url,
+                     show_progress=not args.quiet)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def register_cli(subparsers: Any) -> None:
+    """Add ``download MODEL [--subject N ...] [--berg-dir DIR] [--endpoint-url URL] [--quiet]``."""
+    p = subparsers.add_parser("download", help="fetch a model's files into the cache, verified")
+    p.add_argument("model", help="model id, e.g. fmri-bmd-s3d")
+    p.add_argument("--subject", dest="subjects", type=int, nargs="+", action="extend",
+                   help="subjects to fetch (default: all)")
+    p.add_argument("--berg-dir", help="cache root (default: $BERG_HOME or the user cache dir)")
+    p.add_argument("--endpoint-url", help="S3 endpoint of a mirror (default: $BERG_S3_ENDPOINT or AWS)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cli_download)
