@@ -68,7 +68,8 @@ def get_model_metadata(model_id: str, subject: int | str = 1, berg_dir: str | os
 
 def get_encoding_model(model_id: str, subject: int | str = 1, selection: dict | None = None, device: str = "auto",
                        backbone_weights: str | os.PathLike | None = "default", verify_hash: bool = True,
-                       berg_dir: str | os.PathLike | None = None, *, precision: str = "float32",
+                       berg_dir: str | os.PathLike | None = None, *, sigma: float | None = None,
+                       precision: str = "float32",
                        channels_last: bool = False, compile: bool = False) -> EncodingModel:
     """Load one subject's encoding model.
 
@@ -89,6 +90,8 @@ def get_encoding_model(model_id: str, subject: int | str = 1, selection: dict | 
         Check a weights file against the published hash.
     berg_dir : path, optional
         Root of the model files (default :func:`default_berg_dir`).
+    sigma : float, optional
+        For ``subject="group"`` only: Gaussian smoothing sigma in mm on the MNI grid (default 1, as img2fmri).
     precision : {"float32", "bfloat16", "float16"}
         Autocast dtype of the backbone (the readout stays float32). bfloat16 is for GPUs; measured relative error
         against float32 is in the README.
@@ -99,7 +102,7 @@ def get_encoding_model(model_id: str, subject: int | str = 1, selection: dict | 
     """
     card = registry.get_card(model_id, _dir(berg_dir))
     return load_encoding_model(card, _dir(berg_dir), subject, selection, device, backbone_weights, verify_hash,
-                               precision, channels_last, compile)
+                               sigma, precision, channels_last, compile)
 
 
 class BERG:

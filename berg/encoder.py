@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 from collections.abc import Mapping
 from importlib import metadata as _importlib_metadata
 from pathlib import Path
@@ -14,7 +15,7 @@ from tqdm.auto import tqdm
 
 from .backbones import FeatureExtractor, build_feature_extractor, resolve_device
 from .cards import ModelCard
-from .errors import InvalidArgumentError, MissingFilesError
+from .errors import InvalidArgumentError, InvalidSelectionError, MissingFilesError
 from .readout import Readout
 from .selection import Selection, resolve_selection
 from .stimuli import Batch, as_stimulus_set
@@ -59,7 +60,8 @@ class EncodingModel:
 
     @property
     def n_outputs(self) -> int:
-        return self.readout.n_outputs
+        """Number of output columns (voxels or vertices)."""
+        return int(self.metadata["voxel_ijk"].shape[0])
 
     def __repr__(self) -> str:
         return (f"EncodingModel({self.card.model_id!r}, subject={self.subject!r}, n_outputs={self.n_outputs}, "
@@ -201,23 +203,61 @@ def node_dims(card: ModelCard) -> dict[str, int]:
     return {n: int(np.prod(shapes[n])) for n in card.data["backbone"]["return_nodes"]}
 
 
-def load_encoding_model(card: ModelCard, berg_dir: Path, subject, selection=None, device="auto",
-                        backbone_weights="default", verify_hash: bool = True, precision: str = "float32",
-                        channels_last: bool = False, compile: bool = False) -> EncodingModel:
-    """Build an :class:`EncodingModel` from native files under ``berg_dir`` (see :func:`berg.get_encoding_model`)."""
-    subject = card.check_subject(subject)
-    device = resolve_device(device)
-    if precision not in PRECISIONS:
-        raise InvalidArgumentError(f"precision={precision!r} is not valid; valid: {', '.join(PRECISIONS)}")
-    model_dir = Path(berg_dir) / card.folder
+def _group_model(card: ModelCard, model_dir: Path, selection, sigma: float | None) -> tuple[Readout, dict[str, Any]]:
+    """The group-level readout (img2fmri's MNI pipeline folded, then z-scored) and its column metadata."""
+    from .mni import group_readout, group_zscore, mni_map_path
+
+    for s in card.subjects:
+        _require(native_paths(model_dir, s, card.has_projection) + [mni_map_path(model_dir, s)], card, "group")
+    selection = selection or {}
+    if any(k != "roi" for k in selection):
+        raise InvalidSelectionError(f"selection={dict(selection)!r} is not valid for subject='group': "
+                                    "use {'roi': name or [names]} or None")
+    group = group_readout(model_dir, rois=selection.get("roi"), sigma_mm=1.0 if sigma is None else sigma,
+                          subjects=card.subjects)
+    readout = Readout(torch.from_numpy(group.weight), torch.from_numpy(group.bias), node_dims(card),
+                      post=functools.partial(group_zscore, segments=group.segments))
+    metadata = {
+        "model_id": card.model_id, "subject": "group",
+        "selection": {"roi": list(group.rois), "sigma_mm": group.sigma_mm},
+        "n_voxels": int(group.voxel_ijk.shape[0]), "voxel_ijk": group.voxel_ijk,
+        "voxel_index": np.arange(group.voxel_ijk.shape[0]), "volume_shape": group.volume_shape,
+        "affine": group.affine, "space": {"kind": "MNI152", "grid": "2 mm, 91x109x91"}, "fill_value": 0.0,
+        "roi_columns": group.roi_voxels, "accuracy": {}, "accuracy_units": {},
+        "units": "z-score across the overlap voxels (group sum of subject z-scores, z-scored)",
+        "provenance": {"subjects": list(group.subjects)}, "berg_version": berg_version(),
+    }
+    return readout, metadata
+
+
+def _subject_model(card: ModelCard, model_dir: Path, subject: int, selection) -> tuple[Readout, dict[str, Any]]:
+    """A subject's readout for the selection and its column metadata."""
     _require(native_paths(model_dir, subject, card.has_projection), card, subject)
     meta = read_subject_metadata(model_dir, subject)
     has_whole_brain = "whole_brain.bias" in _readout_keys(model_dir, subject)
     sel = resolve_selection(selection, meta, has_whole_brain)
     readout = _subject_readout(card, model_dir, subject, meta, sel, node_dims(card))
+    return readout, _column_metadata(card, subject, meta, sel)
+
+
+def load_encoding_model(card: ModelCard, berg_dir: Path, subject, selection=None, device="auto",
+                        backbone_weights="default", verify_hash: bool = True, sigma: float | None = None,
+                        precision: str = "float32", channels_last: bool = False, compile: bool = False
+                        ) -> EncodingModel:
+    """Build an :class:`EncodingModel` from native files under ``berg_dir`` (see :func:`berg.get_encoding_model`)."""
+    subject = card.check_subject(subject)
+    device = resolve_device(device)
+    if precision not in PRECISIONS:
+        raise InvalidArgumentError(f"precision={precision!r} is not valid; valid: {', '.join(PRECISIONS)}")
+    if sigma is not None and subject != "group":
+        raise InvalidArgumentError(f"sigma={sigma!r} applies to subject='group' only (got subject={subject!r})")
+    model_dir = Path(berg_dir) / card.folder
+    if subject == "group":
+        readout, metadata = _group_model(card, model_dir, selection, sigma)
+    else:
+        readout, metadata = _subject_model(card, model_dir, subject, selection)
     extractor = build_feature_extractor(card, backbone_weights, verify_hash, device)
     extractor.set_execution(channels_last=channels_last, compile=compile)
-    metadata = _column_metadata(card, subject, meta, sel)
     metadata["backbone"] = {"architecture": card.data["backbone"]["architecture"], **extractor.weights_identity,
                             "precision": precision, "channels_last": channels_last, "compiled": compile}
     return EncodingModel(card, subject, extractor, readout.to(device), metadata, device, precision)

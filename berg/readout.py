@@ -94,10 +94,6 @@ class Readout(torch.nn.Module):
     def _key(node: str) -> str:
         return node.replace(".", "__")
 
-    @property
-    def n_outputs(self) -> int:
-        return int(self.bias.shape[0])
-
     def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Responses (B, n_out) float32 from ``{node: (B, ...)}`` features."""
         x = None
