@@ -15,6 +15,7 @@ from berg.errors import MissingFilesError
 from berg.storage.img2fmri import import_img2fmri, locate_wheel
 
 ROIS = ("EarlyVis", "OPA", "LOC", "RSC", "PPA")
+_SESSION: dict = {}  # one import per test session, whichever test module asks first
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +30,9 @@ def img2fmri_wheel():
 @pytest.fixture(scope="session")
 def img2fmri_model_dir(img2fmri_wheel, tmp_path_factory):
     """The model folder of one import into a fresh berg_dir, shared by the session."""
-    return import_img2fmri(tmp_path_factory.mktemp("berg_dir"), wheel=img2fmri_wheel)
+    if "model_dir" not in _SESSION:
+        _SESSION["model_dir"] = import_img2fmri(tmp_path_factory.mktemp("berg_dir"), wheel=img2fmri_wheel)
+    return _SESSION["model_dir"]
 
 
 class Wheel:

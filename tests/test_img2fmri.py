@@ -10,6 +10,10 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
+import torchvision
+
+import berg
 
 from _img2fmri_support import ROIS, Wheel, img2fmri_model_dir, img2fmri_wheel  # noqa: F401 (fixtures)
 from berg.errors import IntegrityError, ModelFormatError, OfflineError, UnsafePickleError
@@ -166,3 +170,28 @@ def test_marker_lists_every_file(img2fmri_model_dir):
     on_disk = sorted(p.relative_to(img2fmri_model_dir).as_posix() for p in img2fmri_model_dir.rglob("*")
                      if p.is_file() and p.name != "berg_import.json")
     assert marker["files"] == on_disk and len(on_disk) == 12
+
+
+def test_end_to_end_equals_torchvision_plus_the_wheels_ridge(img2fmri_model_dir, img2fmri_wheel, tmp_path):
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None).eval()
+    weights = tmp_path / "resnet18-untrained.pth"
+    torch.save(net.state_dict(), weights)
+    images = np.random.default_rng(2).integers(0, 256, size=(3, 224, 224, 3), dtype=np.uint8)
+    # the reference: img2fmri's preprocessing (224 x 224 already, so resizing is the identity) and pooled features
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    x = (x - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    with torch.no_grad():
+        feats = torch.nn.Sequential(*list(net.children())[:-1])(x).flatten(1).numpy()
+    wheel = Wheel(img2fmri_wheel)
+    berg_dir = img2fmri_model_dir.parents[3]
+    common = dict(subject=2, device="cpu", backbone_weights=str(weights), verify_hash=False, berg_dir=berg_dir)
+
+    model = berg.get_encoding_model("fmri-bold5000-resnet18", selection={"roi": "LOC"}, **common)
+    ours = berg.encode(model, images)
+    assert np.abs(ours - wheel.ridge(2, "LOC").predict(feats)).max() <= 1e-4
+
+    model = berg.get_encoding_model("fmri-bold5000-resnet18", **common)
+    ours, meta = berg.encode(model, images, return_metadata=True)
+    volume = wheel.subject_volume(2, feats)
+    assert np.abs(ours - volume[tuple(np.asarray(meta["voxel_ijk"]).T)].T).max() <= 1e-4
