@@ -41,6 +41,7 @@ def tiny_card(n_components: int = 5) -> ModelCard:
     data["n_voxels"] = dict(TINY_VOXELS)
     data["space"]["volume_shape"] = list(TINY_VOLUME)
     data["rois"] = ["lV1v", "rFFA", "BMDgeneral"]
+    data["sources"][0]["prefix"] = "tests/tiny/"
     return validate_card(data, "<tiny test card>")
 
 
@@ -88,12 +89,13 @@ def bmd_subject(card: ModelCard, subject: int, rng: np.random.Generator,
     return weights, metadata
 
 
-def write_bmd_tree(model_dir: Path, card: ModelCard, subjects: list[int], seed: int = 0) -> dict[str, Any]:
+def write_bmd_tree(model_dir: Path, card: ModelCard, subjects: list[int], seed: int = 0,
+                   volume: tuple[int, int, int] = TINY_VOLUME) -> dict[str, Any]:
     """Write BERG's files for ``subjects`` under ``model_dir``; return the dicts keyed by relative path."""
     rng = np.random.default_rng(seed)
     files = {"encoding_models_weights/pca_weights.npy": bmd_shared(card, rng)}
     for s in subjects:
-        weights, metadata = bmd_subject(card, s, rng)
+        weights, metadata = bmd_subject(card, s, rng, volume)
         files[f"encoding_models_weights/weights_sub-{s:02d}.npy"] = weights
         files[f"metadata/metadata_sub-{s:02d}.npy"] = metadata
     for rel, obj in files.items():

@@ -18,6 +18,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import logging
 import pickle
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from safetensors import safe_open
 from ..errors import MissingFilesError, ModelFormatError, UnsafePickleError
 from .native import (SubjectMetadata, native_paths, projection_path, readout_path, save_arrays,
                      write_subject_metadata)
+
+log = logging.getLogger(__name__)
 
 _NUMPY_GLOBALS = {
     "_reconstruct": np._core.multiarray._reconstruct,
@@ -204,9 +207,11 @@ def _convert_projection(model_dir: Path, card: Any, rel: str) -> None:
     comps = np.asarray(_field(svd, "components_", src))
     sizes = _node_sizes(card)
     width = sum(d for _, d in sizes)
-    k = card.data["readout"]["n_components"]
-    if comps.shape != (k, width):
-        raise ModelFormatError(f"{src}: pca_param.components_ has shape {comps.shape}, the card expects ({k}, {width})")
+    if comps.ndim != 2 or comps.shape[1] != width:
+        raise ModelFormatError(f"{src}: pca_param.components_ has shape {comps.shape}, the card expects (k, {width})")
+    k = comps.shape[0]
+    if k != card.data["readout"].get("n_components", k):
+        log.warning("%s holds %d components, the card says %d", src, k, card.data["readout"]["n_components"])
     mean = _float_vector(scaler.get("mean_"), width, 0.0, "scaler_param.mean_", src)
     scale = _float_vector(scaler.get("scale_"), width, 1.0, "scaler_param.scale_", src)
     if (scale == 0).any():
@@ -285,7 +290,7 @@ def _affine(fmri: dict) -> list[list[float]] | None:
     return None
 
 
-def _convert_subject(model_dir: Path, card: Any, subject: int, rels: list[str], sources: dict[str, str]) -> None:
+def _convert_subject(model_dir: Path, card: Any, subject: int, rels: list[str], k: int, sources: dict[str, str]) -> None:
     weights_path, meta_path = (model_dir / r for r in rels)
     weights, sources[rels[0]] = load_legacy_npy(weights_path)
     meta, sources[rels[1]] = load_legacy_npy(meta_path)
@@ -297,7 +302,6 @@ def _convert_subject(model_dir: Path, card: Any, subject: int, rels: list[str], 
         raise ModelFormatError(f"{meta_path}: sub_mask holds {n_voxels} voxels, the card says {expected}")
     coef = np.asarray(_field(weights, "coef_", weights_path))
     intercept = np.asarray(_field(weights, "intercept_", weights_path)).reshape(-1)
-    k = card.data["readout"]["n_components"]
     if coef.shape != (n_voxels, k) or intercept.shape != (n_voxels,):
         raise ModelFormatError(f"{weights_path}: coef_ {coef.shape} and intercept_ {intercept.shape} do not match "
                                f"({n_voxels}, {k}) and ({n_voxels},)")
@@ -353,4 +357,5 @@ def convert_bmd_legacy(model_dir: str | Path, card: Any, subject: int) -> None:
         _convert_projection(model_dir, card, shared[0])
     with safe_open(str(proj), framework="numpy") as f:
         sources = json.loads((f.metadata() or {}).get("provenance", "{}")).get("sources", {})
-    _convert_subject(model_dir, card, subject, own, dict(sources))
+        k = f.get_slice("bias").get_shape()[0]
+    _convert_subject(model_dir, card, subject, own, k, dict(sources))
