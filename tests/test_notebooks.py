@@ -1,0 +1,43 @@
+"""The notebooks run end to end (untrained backbones, synthetic fmri-bmd-s3d weights, the imported img2fmri model)."""
+
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from _img2fmri_support import img2fmri_model_dir, img2fmri_wheel  # noqa: F401  (fixtures)
+from conftest import write_synthetic_bmd
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def run_notebook(name: str, parameters: dict, workdir: Path) -> nbformat.NotebookNode:
+    """Execute a notebook with its ``parameters`` cell replaced; returns the executed notebook."""
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    for cell in nb.cells:
+        if "parameters" in cell.metadata.get("tags", []):
+            cell.source = "\n".join(f"{k} = {v!r}" for k, v in parameters.items())
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}).execute()
+    return nb
+
+
+def _outputs(nb) -> str:
+    return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+def test_quickstart(img2fmri_model_dir, tmp_path):  # noqa: F811
+    berg_dir = tmp_path / "berg_dir"
+    shutil.copytree(img2fmri_model_dir, berg_dir / img2fmri_model_dir.relative_to(img2fmri_model_dir.parents[3]))
+    write_synthetic_bmd(berg_dir)
+    nb = run_notebook("quickstart.ipynb", {"BERG_DIR": str(berg_dir), "BACKBONE_WEIGHTS": None}, tmp_path)
+    text = _outputs(nb)
+    assert "(8, 331) z-scored BOLD" in text  # subject 1 PPA: 131 + 200 voxels
+    assert "(91, 109, 91, 8) 9641 overlap voxels" in text
+    assert "(1, 400)" in text  # lFFA and rFFA of the synthetic BMD model: 200 voxels each
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in NOTEBOOKS.glob("*.ipynb") if p.name != "quickstart.ipynb"))
+def test_other_notebooks(name, tmp_path):
+    run_notebook(name, {}, tmp_path)
