@@ -24,6 +24,12 @@ def _check(frames: np.ndarray) -> np.ndarray:
     return frames
 
 
+def _pixel_sum(channel: np.ndarray) -> np.ndarray:
+    """Exact integer sum over the last two axes (H, W) of a uint8 array, as float64."""
+    flat = np.ascontiguousarray(channel).reshape(*channel.shape[:-2], -1)
+    return flat.sum(axis=-1, dtype=np.uint64).astype(np.float64)
+
+
 def brightness(frames: np.ndarray) -> np.ndarray:
     """Brightness as pliers/Neuroscout define it: max over R, G, B per pixel, mean over pixels, / 255.
 
@@ -38,7 +44,8 @@ def brightness(frames: np.ndarray) -> np.ndarray:
         float64, shape (...), in [0, 1].
     """
     frames = _check(frames)
-    return frames.max(axis=-1).mean(axis=(-2, -1)) / 255.0
+    peak = np.maximum(np.maximum(frames[..., 0], frames[..., 1]), frames[..., 2])
+    return _pixel_sum(peak) / (255.0 * peak.shape[-1] * peak.shape[-2])
 
 
 def luminance(frames: np.ndarray) -> np.ndarray:
@@ -55,7 +62,8 @@ def luminance(frames: np.ndarray) -> np.ndarray:
         float64, shape (...), in [0, 1].
     """
     frames = _check(frames)
-    return (frames.mean(axis=(-3, -2)) @ _LUMA) / 255.0
+    sums = np.stack([_pixel_sum(frames[..., c]) for c in range(3)], axis=-1)
+    return (sums @ _LUMA) / (255.0 * frames.shape[-2] * frames.shape[-3])
 
 
 BASELINES: dict[str, Callable[[np.ndarray], np.ndarray]] = {"brightness": brightness, "luminance": luminance}

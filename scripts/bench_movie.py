@@ -1,0 +1,165 @@
+"""Benchmark of berg.movie.predict_movie: peak memory against film length, and throughput against the backbone.
+
+1. Peak RSS: synthetic 720p videos of two lengths (5 and 30 min; 1 and 6 min with ``--quick``) each go through
+   ``predict_movie`` in a fresh process with a cheap encoder (1000 outputs: a fixed random map of an 8x8 thumbnail),
+   sampled at 2 Hz, TR 2 s, HDF5 + TSV outputs; the child reports its peak RSS (``ru_maxrss``).
+2. Throughput (needs torchvision): an image model with an untrained ResNet-18 (a tiny native model directory,
+   1000 voxels) through ``predict_movie`` on a 720p clip, against the backbone alone on already-decoded frames
+   (``berg.encode`` on an in-memory array) and against decoding alone.
+
+Usage: ``python scripts/bench_movie.py [--quick] [--part rss|speed|all] [--json OUT]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from berg.video import iter_frames, probe, write_synthetic_video  # noqa: E402
+
+SIZE = (720, 1280)
+FPS = 10.0
+
+
+def make_video(path: Path, seconds: float, fps: float = FPS, size=SIZE) -> Path:
+    """A scrolling colour gradient with a white bar, ``seconds`` long, written once and reused."""
+    if path.exists():
+        return path
+    h, w = size
+    x = np.linspace(0, 1, 2 * w)
+    base = np.stack([np.tile(x * 255, (h, 1)), np.tile((1 - x) * 255, (h, 1)),
+                     np.tile(np.linspace(0, 255, h)[:, None], (1, 2 * w))], axis=-1).astype(np.uint8)
+
+    def frame(i: int) -> np.ndarray:
+        shift = (7 * i) % w
+        image = base[:, shift:shift + w].copy()
+        image[:, (13 * i) % w:(13 * i) % w + 40] = 255
+        return image
+
+    return write_synthetic_video(path, int(round(seconds * fps)), fps, size, frame)
+
+
+class CheapModel:
+    """Image model interface with ``n_outputs`` outputs: a fixed random map of an 8x8 RGB thumbnail (strided pixels)."""
+
+    class card:  # noqa: N801 - the interface predict_movie reads
+        stimulus_kind = "image"
+        data = {"stimulus": {"kind": "image"}, "units": "arbitrary"}
+
+    def __init__(self, n_outputs: int = 1000):
+        self.n_outputs = n_outputs
+        self.weight = np.random.default_rng(0).standard_normal((192, n_outputs)).astype(np.float32) / 100
+        self.metadata = {"model_id": "cheap", "subject": 1,
+                         "roi_columns": {"first": np.arange(100), "all": np.arange(n_outputs)}}
+
+    def predict_batch(self, batch: np.ndarray) -> np.ndarray:
+        b, h, w, _ = batch.shape
+        thumb = batch[:, h // 16::h // 8, w // 16::w // 8][:, :8, :8]
+        return (thumb.reshape(b, 192) / 255.0).astype(np.float32) @ self.weight
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def child(video: str, out_dir: str) -> dict:
+    """Run predict_movie once in this process; return timings and peak RSS."""
+    from berg.movie import predict_movie
+
+    model = CheapModel()
+    before = _peak_rss_mib()
+    t0 = time.perf_counter()
+    result = predict_movie(model, video, tr=2.0, sample_rate_hz=2.0, show_progress=False,
+                           output=[Path(out_dir) / "pred.h5", Path(out_dir) / "pred.tsv"])
+    wall = time.perf_counter() - t0
+    return {"video_s": probe(video).duration_s, "n_samples": int(result.sample_times.size),
+            "n_scans": int(result.frame_times.size), "wall_s": wall, "rss_before_mib": before,
+            "peak_rss_mib": _peak_rss_mib()}
+
+
+def rss_part(quick: bool, work: Path) -> dict:
+    minutes = (1, 6) if quick else (5, 30)
+    runs = {}
+    for m in minutes:
+        video = make_video(work / f"synthetic_720p_{m}min.mp4", 60.0 * m)
+        out = work / f"out_{m}"
+        out.mkdir(exist_ok=True)
+        proc = subprocess.run([sys.executable, __file__, "--child", str(video), str(out)], capture_output=True,
+                              text=True, check=True)
+        runs[f"{m}min"] = json.loads(proc.stdout.strip().splitlines()[-1])
+    short, long = (runs[f"{m}min"]["peak_rss_mib"] for m in minutes)
+    return {"runs": runs, "rss_growth": long / short - 1.0, "frames_per_s_decoded": {
+        k: v["video_s"] * FPS / v["wall_s"] for k, v in runs.items()}}
+
+
+def speed_part(quick: bool, work: Path) -> dict:
+    import torch
+
+    import berg
+    from berg.movie import predict_movie
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import write_test_model  # the test suite's tiny native model directory
+
+    berg_dir = work / "berg_dir"
+    if not berg_dir.exists():
+        write_test_model(berg_dir, n_voxels=1000, subjects=(1,))
+    model = berg.get_encoding_model("test-resnet18", subject=1, device="auto", backbone_weights=None, berg_dir=berg_dir)
+    seconds = 10.0 if quick else 30.0
+    video = make_video(work / f"synthetic_720p_{int(seconds)}s.mp4", seconds)
+    t0 = time.perf_counter()
+    n_decoded = sum(1 for _ in iter_frames(video))
+    decode_fps = n_decoded / (time.perf_counter() - t0)
+    frames = np.stack([f for _, f in iter_frames(video, rate_hz=2.0)])
+    berg.encode(model, frames[:4])  # warm-up
+    t0 = time.perf_counter()
+    berg.encode(model, frames, batch_size=16)
+    backbone_fps = len(frames) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    result = predict_movie(model, video, tr=2.0, sample_rate_hz=2.0, batch_size=16, show_progress=False)
+    movie_fps = result.sample_times.size / (time.perf_counter() - t0)
+    return {"device": str(model.device), "torch_threads": torch.get_num_threads(), "video_s": seconds,
+            "n_samples": int(result.sample_times.size), "decode_only_frames_per_s": decode_fps,
+            "encode_in_memory_samples_per_s": backbone_fps, "predict_movie_samples_per_s": movie_fps,
+            "predict_movie_vs_encode": movie_fps / backbone_fps}
+
+
+def run(quick: bool = False, part: str = "all", work_dir: str | None = None) -> dict:
+    """Run the benchmark; return its figures (see the module docstring)."""
+    with tempfile.TemporaryDirectory(prefix="berg-bench-movie-") as tmp:
+        work = Path(work_dir or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        out = {"quick": quick}
+        if part in ("rss", "all"):
+            out["rss"] = rss_part(quick, work)
+        if part in ("speed", "all"):
+            out["speed"] = speed_part(quick, work)
+        return out
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        print(json.dumps(child(sys.argv[2], sys.argv[3])))
+        sys.exit(0)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--part", choices=["rss", "speed", "all"], default="all")
+    parser.add_argument("--work-dir", default=None, help="keep (and reuse) the synthetic videos here")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    figures = run(args.quick, args.part, args.work_dir)
+    text = json.dumps(figures, indent=1)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
