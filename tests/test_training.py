@@ -117,3 +117,15 @@ def test_bad_options():
         fit_ridge_cv(np.zeros((10, 2)), np.zeros((10, 3)), n_folds=1)
     with pytest.raises(TrainingError, match="noise_fraction"):
         make_synthetic(noise_fraction=1.5)
+
+
+def test_truth_in_top_components_is_reachable_with_that_many_components():
+    rng = np.random.default_rng(6)
+    feats = 3 * rng.standard_normal((500, 5)) @ rng.standard_normal((5, 40)) + rng.standard_normal((500, 40))
+    data = make_synthetic(n_train=400, n_test=100, n_voxels=200, noise_fraction=0.0, signal_var=1.0,
+                          noise_var=0.5, test_repeats=4, features=feats, truth_components=5, seed=6)
+    x_tr, y_tr, x_te, y_te = _split(data)
+    proj = fit_projection(x_tr, 5)
+    fit = fit_ridge_cv(proj.transform(x_tr), y_tr)
+    r2 = accuracy_metrics(y_te, proj.transform(x_te) @ fit.coef.T + fit.intercept)["r2"]
+    assert np.median(r2 / data.noise_ceiling) >= 0.8

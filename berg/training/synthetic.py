@@ -84,7 +84,8 @@ def _repeats(value, n: int, name: str) -> np.ndarray:
 
 def make_synthetic(n_train: int = 400, n_test: int = 200, n_features: int = 20, n_voxels: int = 500,
                    noise_fraction: float = 0.2, signal_var=(0.5, 2.0), noise_var=1.0, train_repeats=1,
-                   test_repeats=4, features: np.ndarray | None = None, seed: int = 0) -> SyntheticData:
+                   test_repeats=4, features: np.ndarray | None = None, truth_components: int | None = None,
+                   seed: int = 0) -> SyntheticData:
     """Generate a synthetic dataset with a known noise ceiling.
 
     Parameters
@@ -103,6 +104,10 @@ def make_synthetic(n_train: int = 400, n_test: int = 200, n_features: int = 20, 
         Repeats per stimulus; a sequence is cycled over stimuli (mixed repeat counts).
     features : ndarray (n_train + n_test, d), optional
         Features of real stimuli (e.g. from a backbone); the true map is drawn on them.
+    truth_components : int, optional
+        The true map reads only the top ``truth_components`` principal components of the standardised
+        features, so a model keeping at least that many components can reach the noise ceiling.
+        ``None``: the map reads every feature.
     seed : int
     """
     if not 0 <= noise_fraction <= 1:
@@ -119,6 +124,11 @@ def make_synthetic(n_train: int = 400, n_test: int = 200, n_features: int = 20, 
     nv = _per_voxel(noise_var, n_voxels, rng, "noise_var")
     centred = features - features.mean(0)
     w = rng.standard_normal((features.shape[1], n_voxels))
+    if truth_components is not None:
+        sd = centred.std(0)
+        sd[sd == 0] = 1.0
+        axes = np.linalg.svd(centred / sd, full_matrices=False)[2][:truth_components]
+        w = (axes.T @ w[:truth_components]) / sd[:, None]
     signal = centred @ w
     scale = np.sqrt(np.divide(sv, signal.var(0), out=np.zeros(n_voxels), where=signal.var(0) > 0))
     w *= scale
@@ -152,8 +162,9 @@ def write_dataset(data: SyntheticData, folder: str | Path, name: str = "syntheti
     ----------
     data : SyntheticData
     folder : path
-        Created if needed; receives ``dataset.yaml``, ``responses.h5``, ``trials.tsv``, ROI masks
-        ``roi-signal.nii.gz`` / ``roi-noise.nii.gz`` and the stimuli.
+        Created if needed; receives ``dataset.yaml``, ``responses.h5``, ``trials.tsv``,
+        ``stimulus_ids.txt``, ``test_stimuli.txt``, ROI masks ``roi-signal.nii.gz`` / ``roi-noise.nii.gz``
+        and the stimuli.
     stimuli : ndarray (n_stimuli, 3, H, W) or (n_stimuli, T, 3, H, W) uint8, optional
         Stimuli written as ``stimuli.npy`` (kind ``array``); without them ``data.features`` is written
         as ``features.npy`` (kind ``features``: the template's return-node features, concatenated).
@@ -178,17 +189,20 @@ def write_dataset(data: SyntheticData, folder: str | Path, name: str = "syntheti
         with atomic_path(folder / f"roi-{roi}.nii.gz") as tmp:
             nib.save(nib.Nifti1Image(vol, MNI_AFFINE), str(tmp))
         rois[roi] = f"roi-{roi}.nii.gz"
+    for filename, ids in (("stimulus_ids.txt", data.stimulus_ids), ("test_stimuli.txt", data.test_ids)):
+        with atomic_path(folder / filename) as tmp:
+            tmp.write_text("".join(f"{i}\n" for i in ids))
     if stimuli is None:
-        stim = {"kind": "features", "path": "features.npy", "ids": data.stimulus_ids}
+        stim = {"kind": "features", "path": "features.npy", "ids": "stimulus_ids.txt"}
         arr = data.features
     else:
-        stim = {"kind": "array", "path": "stimuli.npy", "ids": data.stimulus_ids}
+        stim = {"kind": "array", "path": "stimuli.npy", "ids": "stimulus_ids.txt"}
         arr = np.asarray(stimuli)
     with atomic_path(folder / stim["path"]) as tmp:
         np.save(tmp, arr)
     spec = {"name": name, "template": template, "subject": 1, "stimuli": stim,
             "responses": {"kind": "hdf5", "path": "responses.h5", "dataset": "responses", "voxel_ijk": "voxel_ijk"},
-            "trials": "trials.tsv", "split": {"test": list(data.test_ids)},
+            "trials": "trials.tsv", "split": {"test": "test_stimuli.txt"},
             "grid": {"shape": list(MNI_SHAPE), "affine": MNI_AFFINE.tolist()}, "space": "MNI152", "rois": rois,
             **options}
     with atomic_path(folder / "dataset.yaml") as tmp:
