@@ -89,7 +89,9 @@ def _timed(paths: list[Path], load) -> float:
 
 
 def _touch_all(tensors: dict) -> float:
-    return float(sum(float(t.view(-1)[:: 4096].sum()) + float(t.view(-1)[-1]) for t in tensors.values()))
+    """Read one value in every 4 KiB page of every tensor, so the whole mapping is faulted in."""
+    return float(sum(float(t.view(-1)[:: 4096 // t.element_size()].sum()) + float(t.view(-1)[-1])
+                     for t in tensors.values()))
 
 
 def run(quick: bool = False, workdir: str | os.PathLike | None = None) -> dict:
@@ -112,7 +114,7 @@ def run(quick: bool = False, workdir: str | os.PathLike | None = None) -> dict:
 
         def native_mmap():
             arrays = {**load_torch(str(projection_path(model_dir))), **load_torch(str(readout_path(model_dir, SUBJECT)))}
-            _touch_all(arrays)  # strided reads fault in every page
+            _touch_all(arrays)
             return arrays, read_subject_metadata(model_dir, SUBJECT)
 
         out = {
