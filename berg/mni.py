@@ -404,6 +404,15 @@ def group_zscore(y: torch.Tensor, segments) -> torch.Tensor:
     if y.ndim != 2 or len(widths) != 1 or offsets[0] != 0 or offsets[-1] != y.shape[1]:
         raise ModelFormatError(f"y of shape {tuple(y.shape)} does not split into equal blocks at segments {offsets}")
     blocks = y.reshape(y.shape[0], len(offsets) - 1, widths.pop())
-    z = (blocks - blocks.mean(-1, keepdim=True)) / blocks.std(-1, unbiased=False, keepdim=True)
-    total = z.sum(1)
-    return (total - total.mean(-1, keepdim=True)) / total.std(-1, unbiased=False, keepdim=True)
+    mean, std = _mean_std(blocks)  # (B, S, 1)
+    scale = std.reciprocal().transpose(1, 2)  # (B, 1, S)
+    total = torch.baddbmm(-(scale @ mean), scale, blocks).squeeze(1)  # sum_s (y_s - mean_s) / std_s
+    mean, std = _mean_std(total)
+    return total.sub_(mean).div_(std)
+
+
+def _mean_std(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and population std over the last axis, from two fast reductions (sum and norm)."""
+    mean = y.mean(-1, keepdim=True)
+    mean_square = torch.linalg.vector_norm(y, dim=-1, keepdim=True).square_().div_(y.shape[-1])
+    return mean, (mean_square - mean.square()).clamp_min_(0).sqrt_()
