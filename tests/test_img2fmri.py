@@ -195,3 +195,17 @@ def test_end_to_end_equals_torchvision_plus_the_wheels_ridge(img2fmri_model_dir,
     ours, meta = berg.encode(model, images, return_metadata=True)
     volume = wheel.subject_volume(2, feats)
     assert np.abs(ours - volume[tuple(np.asarray(meta["voxel_ijk"]).T)].T).max() <= 1e-4
+
+
+def test_force_reimport_replaces_the_folder_whole(img2fmri_model_dir, img2fmri_wheel, tmp_path):
+    import shutil
+
+    target = tmp_path / importer.MODEL_SUBDIR
+    shutil.copytree(img2fmri_model_dir, target)
+    (target / "leftover.txt").write_text("from an older import")
+    assert importer.import_img2fmri(tmp_path, wheel=img2fmri_wheel, force=True) == target
+    assert not (target / "leftover.txt").exists()
+    assert sorted(p.name for p in target.parent.iterdir()) == [".model-resnet18.lock", "model-resnet18"]
+    for subject in (1, 2, 3):
+        new, old = load_arrays(readout_path(target, subject)), load_arrays(readout_path(img2fmri_model_dir, subject))
+        assert new.keys() == old.keys() and all(np.array_equal(new[k], old[k]) for k in new)

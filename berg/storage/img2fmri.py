@@ -35,6 +35,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.parse
+import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,8 +100,8 @@ def _installed_wheel() -> Path | None:
         direct = json.loads(metadata.distribution("img2fmri").read_text("direct_url.json") or "{}")
     except (metadata.PackageNotFoundError, json.JSONDecodeError):
         return None
-    url = direct.get("url", "")
-    path = Path(url[len("file://"):]) if url.startswith("file://") else None
+    url = urllib.parse.urlparse(direct.get("url", ""))
+    path = Path(urllib.request.url2pathname(url.path)) if url.scheme == "file" else None
     return path if path is not None and path.name == WHEEL_NAME and path.is_file() else None
 
 
@@ -369,17 +371,22 @@ def import_img2fmri(berg_dir: str | os.PathLike, wheel: str | os.PathLike | None
         if not force and _is_complete(target):  # another process finished it meanwhile
             return target
         build = Path(tempfile.mkdtemp(prefix=f".{target.name}.import-", dir=target.parent))
+        stale = None
         try:
             build.chmod(0o755)
             _write_model(build, path)
+            stale = Path(tempfile.mkdtemp(prefix=f".{target.name}.stale-", dir=target.parent))
             if target.exists():
-                stale = Path(tempfile.mkdtemp(prefix=f".{target.name}.stale-", dir=target.parent))
                 os.replace(target, stale / "model")
-                shutil.rmtree(stale)
             os.replace(build, target)
         except BaseException:
             shutil.rmtree(build, ignore_errors=True)
+            if stale is not None and (stale / "model").exists() and not target.exists():
+                os.replace(stale / "model", target)  # put the previous import back
             raise
+        finally:
+            if stale is not None:
+                shutil.rmtree(stale, ignore_errors=True)
     log.info("imported %s into %s", WHEEL_NAME, target)
     return target
 
