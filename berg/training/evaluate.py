@@ -9,15 +9,14 @@ import numpy as np
 from .dataset import DatasetError, load_dataset
 from .metrics import accuracy_metrics, average_repeats, group_trials, noise_ceiling
 from .report import summarize
+from .train import dataset_features, template_card
 
 
 def prepare(spec_path: str | Path, berg_dir: str | Path) -> dict:
     """Validate a dataset spec and fill the feature cache; return counts (stimuli, trials, voxels, nodes)."""
-    from .train import _features, _template
-
     ds = load_dataset(spec_path)
-    card = _template(ds.spec, Path(berg_dir))
-    feats, _ = _features(ds, card, Path(berg_dir), dict(ds.spec.get("fit") or {}))
+    card = template_card(ds.spec, Path(berg_dir))
+    feats, _ = dataset_features(ds, card, Path(berg_dir), dict(ds.spec.get("fit") or {}))
     return {"n_stimuli": len(ds.stimulus_ids), "n_train": len(ds.train_ids), "n_test": len(ds.test_ids),
             "n_trials": int(ds.trials.shape[0]), "n_voxels": int(ds.trials.shape[1]),
             "dropped_voxels": ds.dropped_voxels, "features": {n: list(f.shape[1:]) for n, f in feats.items()}}

@@ -46,7 +46,8 @@ def _stimulus_source(spec: dict, ids: list[str]):
 
 
 def extract_features(card: ModelCard, spec: dict, ids: list[str], cache_dir: str | Path, weights="default",
-                     verify_hash: bool = True, device: str = "cpu", batch_size: int = 16) -> dict[str, np.ndarray]:
+                     verify_hash: bool = True, device: str = "cpu", batch_size: int = 16
+                     ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Features of every stimulus at the card's return nodes, from cache where present.
 
     Parameters
@@ -64,7 +65,9 @@ def extract_features(card: ModelCard, spec: dict, ids: list[str], cache_dir: str
 
     Returns
     -------
-    dict node -> ndarray (n_stimuli, *node_shape) float32, rows in ``ids`` order.
+    features : dict node -> ndarray (n_stimuli, *node_shape) float32, rows in ``ids`` order
+    weights_identity : dict
+        Which backbone weights made them (see :func:`berg.backbones.resolve_weights`).
     """
     extractor = build_feature_extractor(card, weights, verify_hash, device)
     folder = Path(cache_dir) / backbone_key(card, extractor.weights_identity)
@@ -81,4 +84,4 @@ def extract_features(card: ModelCard, spec: dict, ids: list[str], cache_dir: str
         for row, p in enumerate(pos):
             save_arrays(paths[p], {n: f[row].float().cpu().numpy() for n, f in feats.items()})
     stored = [load_arrays(p) for p in paths]
-    return {n: np.stack([s[n] for s in stored]) for n in extractor.nodes}
+    return {n: np.stack([s[n] for s in stored]) for n in extractor.nodes}, extractor.weights_identity

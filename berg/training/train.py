@@ -14,6 +14,7 @@ from ..cards import ModelCard, load_card, validate_card
 from ..readout import Readout, fold_scaler_projection
 from ..registry import get_card
 from .dataset import Dataset, DatasetError, load_dataset
+from .features import extract_features
 from .metrics import ACCURACY_UNITS, average_repeats, group_trials, noise_ceiling, accuracy_metrics
 from .package import trained_card, write_model
 from .report import write_report
@@ -51,7 +52,7 @@ class TrainResult:
     summary: dict
 
 
-def _template(spec: dict, berg_dir) -> ModelCard:
+def template_card(spec: dict, berg_dir) -> ModelCard:
     """The template card, restricted to ``spec['return_nodes']`` when given."""
     name = str(spec["template"])
     card = load_card(Path(spec["_base"]) / name) if name.endswith((".yaml", ".yml")) else get_card(name, berg_dir)
@@ -69,17 +70,21 @@ def _template(spec: dict, berg_dir) -> ModelCard:
     return validate_card(data, card.path)
 
 
-def _features(ds: Dataset, card: ModelCard, berg_dir: Path, fit: dict) -> tuple[dict[str, np.ndarray], dict]:
-    """Features per node (n_stimuli, *shape) in ``ds.stimulus_ids`` order, and the weights identity."""
-    stim = ds.spec["stimuli"]
-    if stim["kind"] != "features":
-        from .features import extract_features  # needs the backbone stack only here
+def dataset_features(ds: Dataset, card: ModelCard, berg_dir: Path, fit: dict) -> tuple[dict[str, np.ndarray], dict]:
+    """Features per node (n_stimuli, *shape) in ``ds.stimulus_ids`` order, and the backbone weights identity.
 
-        weights = ds.spec.get("backbone_weights", "default")
-        feats = extract_features(card, ds.spec, ds.stimulus_ids, berg_dir / "cache" / "training_features", weights,
-                                 bool(ds.spec.get("verify_hash", True)), fit.get("device", "cpu"),
-                                 int(fit.get("batch_size", 16)))
-        return feats, {"weights": "untrained" if weights is None else str(weights)}
+    Stimuli are run through the template's backbone (cached under ``<berg_dir>/cache/training_features``,
+    which stays after a failed run, being a cache); kind ``features`` reads precomputed features instead.
+    """
+    stim = ds.spec["stimuli"]
+    expected = {"array": card.stimulus_kind, "images": "image", "videos": "video"}.get(stim["kind"])
+    if expected is not None and expected != card.stimulus_kind:
+        raise DatasetError(f"dataset spec field 'stimuli.kind' is {stim['kind']!r} but template "
+                           f"{card.model_id!r} takes {card.stimulus_kind}s; use a template for {expected}s")
+    if stim["kind"] != "features":
+        return extract_features(card, ds.spec, ds.stimulus_ids, berg_dir / "cache" / "training_features",
+                                ds.spec.get("backbone_weights", "default"), bool(ds.spec.get("verify_hash", True)),
+                                fit.get("device", "cpu"), int(fit.get("batch_size", 16)))
     x = np.load(Path(ds.spec["_base"]) / stim["path"]).astype(np.float32)
     if x.ndim != 2 or x.shape[0] != len(ds.stimulus_ids):
         raise DatasetError(f"features file {stim['path']} has shape {x.shape}; expected ({len(ds.stimulus_ids)}, "
@@ -105,8 +110,8 @@ def train(spec_path: str | Path, berg_dir: str | Path) -> TrainResult:
     berg_dir = Path(berg_dir)
     ds = load_dataset(spec_path)
     spec, fit = ds.spec, dict(ds.spec.get("fit") or {})
-    card = _template(spec, berg_dir)
-    feats, weights_identity = _features(ds, card, berg_dir, fit)
+    card = template_card(spec, berg_dir)
+    feats, weights_identity = dataset_features(ds, card, berg_dir, fit)
     nodes = list(feats)
     x = np.concatenate([feats[n].reshape(len(ds.stimulus_ids), -1) for n in nodes], axis=1)
     row = {s: i for i, s in enumerate(ds.stimulus_ids)}
