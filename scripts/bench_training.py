@@ -20,7 +20,12 @@ import numpy as np
 
 
 def _peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # Linux: KiB
+    """Peak resident memory of this process (VmHWM, which unlike ru_maxrss is not inherited over exec)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        line = next(x for x in status.read_text().splitlines() if x.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024 ** 2  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
 
 
 def _train_child(spec: str, berg_dir: str) -> dict:
