@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import h5py
+import nibabel as nib
 import numpy as np
 import pytest
 import yaml
@@ -147,3 +148,27 @@ def test_creation_scripts(tmp_path, monkeypatch, capsys):
     trained = run("02_train_encoding_models.py", str(spec))
     tested = run("03_test_encoding_models.py", str(spec), trained["model_id"], "--untrained-backbone")
     assert tested["all"]["correlation"]["median"] == pytest.approx(trained["median_correlation"], abs=1e-5)
+
+
+def test_nifti_responses_train_like_hdf5(feature_spec, tmp_path):
+    spec, _ = feature_spec
+    from_hdf5 = train(spec, tmp_path / "berg-h5")
+    with h5py.File(spec.parent / "responses.h5") as f:
+        trials = f["responses"][...]
+    mask = np.zeros((4, 4, 4), dtype=np.uint8)
+    mask.reshape(-1)[:40] = 1  # the same voxels, in C order
+    bold = np.zeros((4, 4, 4, len(trials)), dtype=np.float32)
+    bold[mask > 0] = trials.T
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    nib.save(nib.Nifti1Image(bold, affine), str(spec.parent / "bold.nii.gz"))
+    nib.save(nib.Nifti1Image(mask, affine), str(spec.parent / "mask.nii.gz"))
+    raw = yaml.safe_load(spec.read_text())
+    for key in ("grid", "rois", "space"):
+        raw.pop(key)
+    raw["responses"] = {"kind": "nifti", "path": "bold.nii.gz", "mask": "mask.nii.gz"}
+    spec.write_text(yaml.safe_dump(raw))
+    from_nifti = train(spec, tmp_path / "berg-nii")
+    np.testing.assert_allclose(from_nifti.predictions, from_hdf5.predictions, atol=1e-6)
+    meta = json.loads((from_nifti.model_dir / "metadata" / "berg_metadata_sub-01.json").read_text())
+    assert meta["volume_shape"] == [4, 4, 4] and meta["affine"][0][0] == 3.0 and meta["space"] == "subject"
+    assert not (from_nifti.report_dir / "glass_brain_r.png").exists()
