@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.signal import butter, sosfiltfilt
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import baselines as _baselines
 from . import sinks

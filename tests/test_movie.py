@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from _img2fmri_support import img2fmri_model_dir, img2fmri_wheel  # noqa: F401 - session fixtures
 from _movie_support import FakeModel, flash_video, ramp_level, ramp_video
 from nilearn.glm.first_level import compute_regressor
 
@@ -197,3 +198,36 @@ def test_cli_builds_the_model_and_writes_outputs(tmp_path, flashes, monkeypatch)
     stored = read_h5(tmp_path / "a.h5")
     assert stored["samples"].shape == (600, 3) and stored["metadata"]["hrf"] == "none"
     assert len(pd.read_csv(tmp_path / "a.tsv", sep="\t")) == 30
+
+
+def test_real_encoder_through_the_public_api(tmp_path, tiny_model, berg_dir):
+    from berg.video import read_frames
+
+    model = berg.get_encoding_model("test-resnet18", subject=1, device="cpu", backbone_weights=None, berg_dir=berg_dir)
+    video = ramp_video(tmp_path / "ramp.mp4", 40, 10.0, size=(64, 96))  # 4 s
+    result = predict_movie(model, video, tr=1.0, sample_rate_hz=2.0, show_progress=False, batch_size=3,
+                           output=[tmp_path / "out.nii.gz", tmp_path / "out.tsv"])
+    np.testing.assert_allclose(result.sample_times, np.arange(8) / 2.0)
+    expected = berg.encode(model, read_frames(video, np.arange(8) * 5))  # the frames shown at 0, 0.5, ... 3.5 s
+    np.testing.assert_allclose(result.samples, expected, rtol=1e-4, atol=1e-4)
+    img = nib.load(tmp_path / "out.nii.gz")
+    assert img.shape == (6, 7, 5, 4) and img.header.get_zooms()[3] == 1.0
+    table = pd.read_csv(tmp_path / "out.tsv", sep="\t")
+    assert list(table.columns) == ["lA", "rA", "B", "brightness", "luminance"] and len(table) == 4
+    np.testing.assert_allclose(table["B"], result.bold[:, 0::4].mean(axis=1), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_movie_notebook_runs(img2fmri_model_dir, monkeypatch, tmp_path):  # noqa: F811
+    import nbclient
+    import nbformat
+
+    monkeypatch.setenv("BERG_HOME", str(img2fmri_model_dir.parents[3]))  # the session's img2fmri import
+    notebook = nbformat.read(Path(__file__).parents[1] / "notebooks" / "movie.ipynb", as_version=4)
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "TR in the header: 1.0 s; shape (91, 109, 91, 24)" in text
+    assert "samples: 48 scans: (24, 9641)" in text
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 3  # predictors, glass brain, similarity
