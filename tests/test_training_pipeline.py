@@ -172,3 +172,19 @@ def test_nifti_responses_train_like_hdf5(feature_spec, tmp_path):
     meta = json.loads((from_nifti.model_dir / "metadata" / "berg_metadata_sub-01.json").read_text())
     assert meta["volume_shape"] == [4, 4, 4] and meta["affine"][0][0] == 3.0 and meta["space"] == "subject"
     assert not (from_nifti.report_dir / "glass_brain_r.png").exists()
+
+
+def test_image_files_train_like_an_array(tmp_path):
+    from PIL import Image
+
+    spec, data, images = image_dataset(tmp_path / "data", n_train=16, n_test=6, n_voxels=5)
+    from_array = train(spec, tmp_path / "berg")
+    files = []
+    for sid, img in zip(data.stimulus_ids, images):
+        Image.fromarray(img.transpose(1, 2, 0)).save(spec.parent / f"{sid}.png")
+        files.append(f"{sid}.png")
+    _edit(spec, stimuli={"kind": "images", "files": files})
+    from_files = train(spec, tmp_path / "berg")
+    np.testing.assert_allclose(from_files.predictions, from_array.predictions, atol=1e-5)
+    _edit(spec, stimuli={"kind": "videos", "files": files})
+    _fails(spec, tmp_path / "berg2", DatasetError, "'stimuli.kind' is 'videos' but template")
