@@ -6,17 +6,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
 from . import registry
+from .config import default_berg_dir
+from .download import ensure_model_files
 from .encoder import EncodingModel, encode, load_encoding_model
 from .storage.native import read_subject_metadata
-
-
-def default_berg_dir() -> Path:
-    """``$BERG_HOME`` if set, else the per-user cache folder ``berg``."""
-    env = os.environ.get("BERG_HOME")
-    return Path(env).expanduser() if env else Path(platformdirs.user_cache_dir("berg"))
 
 
 def _dir(berg_dir) -> Path:
@@ -56,6 +50,7 @@ def get_model_metadata(model_id: str, subject: int | str = 1, berg_dir: str | os
 
     card = registry.get_card(model_id, _dir(berg_dir))
     subject = card.check_subject(subject)
+    ensure_model_files(card, _dir(berg_dir), subject)
     model_dir = _dir(berg_dir) / card.folder
     _require(list(metadata_paths(model_dir, subject)), card, subject)
     meta = read_subject_metadata(model_dir, subject)
@@ -78,7 +73,8 @@ def get_encoding_model(model_id: str, subject: int | str = 1, selection: dict | 
     model_id : str
         A model in the zoo (:func:`list_models`).
     subject : int or "group"
-        A subject the card lists (``"group"`` where the model offers a group-level prediction).
+        A subject the card lists (``"group"`` where the model offers a group-level prediction). Files the subject
+        needs are fetched from the card's sources (S3, PyPI) when missing, unless ``BERG_OFFLINE=1``.
     selection : dict, optional
         ``{"roi": name}``, ``{"roi": [names]}`` or ``{"voxels": binary (n_voxels,) vector}``; whole brain if None.
     device : {"auto", "cpu", "cuda", "cuda:N"}
@@ -101,6 +97,7 @@ def get_encoding_model(model_id: str, subject: int | str = 1, selection: dict | 
         Run the backbone through ``torch.compile`` (a slow first batch, then faster on GPUs).
     """
     card = registry.get_card(model_id, _dir(berg_dir))
+    ensure_model_files(card, _dir(berg_dir), card.check_subject(subject))
     return load_encoding_model(card, _dir(berg_dir), subject, selection, device, backbone_weights, verify_hash,
                                sigma, precision, channels_last, compile)
 

@@ -16,6 +16,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.transforms.v2 import functional as TF
 
 from .cards import ModelCard
+from .config import is_offline
 from .errors import BackboneWeightsError, InvalidDeviceError
 
 # architecture -> (builder, module holding its weights enums)
@@ -25,11 +26,6 @@ _ARCHITECTURES = {
 }
 _HASH_PREFIX = re.compile(r"-([a-f0-9]{6,})\.")
 UNTRAINED_SEED = 0
-
-
-def is_offline() -> bool:
-    """True when ``BERG_OFFLINE`` is set to 1/true/yes."""
-    return os.environ.get("BERG_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

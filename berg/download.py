@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ._io import write_json
 from .cards import ModelCard, packaged_cards
+from .config import default_berg_dir, is_offline
 from .errors import IntegrityError, MissingFilesError, OfflineError, UnknownModelError, close_matches
 from .storage.legacy import convert_bmd_legacy, legacy_files, native_complete
 from .storage.native import native_paths
@@ -35,21 +36,6 @@ PART_SIZE = 16 * 1024 * 1024  # bytes per ranged GET
 WORKERS = 8  # parallel ranged GETs per file
 MANIFEST = ".berg_manifest.json"
 _HASH_BLOCK = 1 << 24
-
-
-def default_berg_dir() -> Path:
-    """``$BERG_HOME`` if set, else the user cache directory ``berg`` (e.g. ``~/.cache/berg``)."""
-    home = os.environ.get("BERG_HOME")
-    if home:
-        return Path(home).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("berg"))
-
-
-def is_offline() -> bool:
-    """True when ``BERG_OFFLINE`` is ``1``, ``true`` or ``yes`` (any case)."""
-    return os.environ.get("BERG_OFFLINE", "").strip().lower() in ("1", "true", "yes")
 
 
 def resolve_card(model: str | ModelCard) -> ModelCard:
@@ -290,9 +276,10 @@ def ensure_model_files(card: ModelCard, berg_dir: str | os.PathLike, subject: in
     """
     berg_dir, subject = Path(berg_dir), card.check_subject(subject)
     model_dir = berg_dir / card.folder
-    if native_complete(model_dir, card, subject):
-        return
-    if any(s["kind"] == "pypi-wheel" for s in card.data["sources"]):
+    kinds = {s["kind"] for s in card.data["sources"]}
+    if native_complete(model_dir, card, subject) or not kinds & {"s3", "pypi-wheel"}:
+        return  # complete, or local files only: the caller reports what is missing
+    if "pypi-wheel" in kinds:
         _import_wheel(berg_dir)
         return
     rels = legacy_files(card, subject)

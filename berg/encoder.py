@@ -19,8 +19,8 @@ from .errors import InvalidArgumentError, InvalidSelectionError, MissingFilesErr
 from .readout import Readout
 from .selection import Selection, resolve_selection
 from .stimuli import Batch, as_stimulus_set
-from .storage.native import (SubjectMetadata, load_arrays, native_paths, projection_path, read_subject_metadata,
-                             readout_path)
+from .storage.native import (SubjectMetadata, load_arrays, load_tensors, native_paths, projection_path,
+                             read_subject_metadata, readout_path)
 
 DEFAULT_BATCH_SIZE = {"image": 32, "video": 2}
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -171,7 +171,8 @@ def _column_metadata(card: ModelCard, subject, meta: SubjectMetadata, sel: Selec
         "voxel_ijk": meta.voxel_ijk[sel.voxels],
         "voxel_index": sel.voxels,
         "volume_shape": tuple(meta.info["volume_shape"]),
-        "affine": np.asarray(meta.info["affine"], dtype=np.float64),
+        # a volume without a known affine (some legacy files) is placed with voxel indices as coordinates
+        "affine": np.eye(4) if meta.info["affine"] is None else np.asarray(meta.info["affine"], dtype=np.float64),
         "space": meta.info.get("space", card.data["space"]),
         "fill_value": float("nan"),
         "roi_columns": roi_columns,
@@ -191,9 +192,9 @@ def _subject_readout(card: ModelCard, model_dir: Path, subject, meta: SubjectMet
     bias = torch.from_numpy(arrays[prefix + "bias"][sel.rows])
     projection = projection_bias = None
     if card.has_projection:
-        shared = load_arrays(projection_path(model_dir))
-        projection = {n: torch.from_numpy(shared[f"weight.{n}"]) for n in node_dims}
-        projection_bias = torch.from_numpy(shared["bias"])
+        shared = load_tensors(projection_path(model_dir))
+        projection = {n: shared[f"weight.{n}"] for n in node_dims}
+        projection_bias = shared["bias"]
     return Readout(weight, bias, node_dims, projection, projection_bias)
 
 

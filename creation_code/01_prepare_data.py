@@ -6,7 +6,7 @@ Usage: python creation_code/01_prepare_data.py DATASET.yaml [--berg-dir DIR]
 import argparse
 import json
 
-from berg.api import default_berg_dir
+from berg.config import default_berg_dir
 from berg.training.evaluate import prepare
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

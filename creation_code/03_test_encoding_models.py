@@ -6,7 +6,7 @@ Usage: python creation_code/03_test_encoding_models.py DATASET.yaml MODEL_ID [--
 import argparse
 import json
 
-from berg.api import default_berg_dir
+from berg.config import default_berg_dir
 from berg.training.evaluate import evaluate
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

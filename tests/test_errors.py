@@ -95,10 +95,13 @@ def test_cuda_without_cuda(tiny_model, berg_dir):
         berg.get_encoding_model("test-resnet18", subject=1, device="tpu", backbone_weights=None, berg_dir=berg_dir)
 
 
-def test_missing_model_files_say_which_and_how(berg_dir, monkeypatch):
+def test_missing_model_files_say_which_and_how(tiny_model, berg_dir, monkeypatch):
     monkeypatch.setenv("BERG_OFFLINE", "1")
-    with pytest.raises(errors.MissingFilesError, match=r"(?s)berg_readout_sub-02.safetensors.*berg download"):
+    with pytest.raises(errors.OfflineError, match=r"(?s)weights_sub-02.npy.*BERG_OFFLINE.*berg download fmri-bmd-s3d"):
         berg.get_encoding_model("fmri-bmd-s3d", subject=2, backbone_weights=None, device="cpu", berg_dir=berg_dir)
+    (tiny_model["model_dir"] / "encoding_models_weights" / "berg_readout_sub-02.safetensors").unlink()
+    with pytest.raises(errors.MissingFilesError, match=r"(?s)berg_readout_sub-02.safetensors.*berg download"):
+        berg.get_encoding_model("test-resnet18", subject=2, backbone_weights=None, device="cpu", berg_dir=berg_dir)
 
 
 def test_default_weights_offline_names_file_folder_and_url(tiny_model, berg_dir, monkeypatch, tmp_path):

@@ -43,9 +43,9 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import platformdirs
 
 from .._io import write_json
+from .. import config
 from ..errors import IntegrityError, MissingFilesError, ModelFormatError, OfflineError, UnsafePickleError
 from ..mni import HEMISPHERES, ROIS, fnirt_t1_voxels, mni_map_path, nanmean_fold, resample_index
 from .native import SubjectMetadata, readout_path, save_arrays, write_subject_metadata
@@ -70,18 +70,6 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def default_cache_dir() -> Path:
-    """``$BERG_CACHE/wheels``, else the user cache folder of "berg" (platformdirs) ``/wheels``."""
-    if os.environ.get("BERG_CACHE"):
-        return Path(os.environ["BERG_CACHE"]).expanduser() / "wheels"
-    return Path(platformdirs.user_cache_dir("berg")) / "wheels"
-
-
-def is_offline() -> bool:
-    """Whether ``BERG_OFFLINE`` forbids network access (1, true, yes or on)."""
-    return os.environ.get("BERG_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def _verified(path: Path) -> Path:
@@ -114,7 +102,7 @@ def locate_wheel(wheel: str | os.PathLike | None = None, cache_dir: str | os.Pat
     wheel : path, optional
         Use this file.
     cache_dir : path, optional
-        Where fetched wheels live (default :func:`default_cache_dir`).
+        Where fetched wheels live (default ``berg.config.cache_dir() / "wheels"``).
     offline : bool, optional
         Forbid fetching (default: ``BERG_OFFLINE``).
 
@@ -139,12 +127,12 @@ def locate_wheel(wheel: str | os.PathLike | None = None, cache_dir: str | os.Pat
     installed = _installed_wheel()
     if installed is not None:
         return _verified(installed)
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = Path(cache_dir) if cache_dir is not None else config.cache_dir() / "wheels"
     cached = cache / WHEEL_NAME
     if cached.is_file():
         return _verified(cached)
     command = " ".join(PIP_COMMAND[1:]) + f" -d {cache}"
-    if offline if offline is not None else is_offline():
+    if offline if offline is not None else config.is_offline():
         raise OfflineError(f"{WHEEL_NAME} is not in the cache {cache} and BERG_OFFLINE is set; fetch it with "
                            f"`python {command}` or pass its path (wheel=PATH, or --wheel PATH)")
     return _download(cache, command)
@@ -422,8 +410,7 @@ def register_cli(subparsers) -> None:
 
 
 def _run_cli(args) -> int:
-    from ..api import default_berg_dir
 
-    berg_dir = args.berg_dir if args.berg_dir is not None else default_berg_dir()
+    berg_dir = args.berg_dir if args.berg_dir is not None else config.default_berg_dir()
     print(import_img2fmri(berg_dir, wheel=args.wheel, force=args.force))
     return 0

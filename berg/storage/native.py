@@ -85,6 +85,16 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise ModelFormatError(f"cannot read model file {path}: {exc}") from exc
 
 
+def load_tensors(path: str | os.PathLike) -> dict:
+    """Read every array of a safetensors file as torch tensors, memory-mapped (no copy until first use)."""
+    from safetensors.torch import load_file as load_torch
+
+    try:
+        return load_torch(str(path))
+    except Exception as exc:  # safetensors raises its own untyped errors
+        raise ModelFormatError(f"cannot read model file {path}: {exc}") from exc
+
+
 @dataclass
 class SubjectMetadata:
     """A subject's metadata: the JSON part (``info``) and the arrays part (``arrays``)."""

@@ -1,0 +1,25 @@
+"""Where berg keeps its files, and whether it may use the network (environment variables)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+
+def default_berg_dir() -> Path:
+    """Root of the model files: ``$BERG_HOME`` if set, else the per-user cache folder ``berg``."""
+    home = os.environ.get("BERG_HOME")
+    return Path(home).expanduser() if home else Path(platformdirs.user_cache_dir("berg"))
+
+
+def cache_dir() -> Path:
+    """berg's download cache (wheels …): ``$BERG_CACHE`` if set, else the per-user cache folder ``berg``."""
+    cache = os.environ.get("BERG_CACHE")
+    return Path(cache).expanduser() if cache else Path(platformdirs.user_cache_dir("berg"))
+
+
+def is_offline() -> bool:
+    """True when ``BERG_OFFLINE`` is 1, true, yes or on (any case): berg then makes no network call."""
+    return os.environ.get("BERG_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
