@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from . import baselines as _baselines
 from . import sinks
+from .encoder import berg_version
 from .errors import InvalidArgumentError
 from .video import clip_plan, iter_clips, iter_frames, probe
 
@@ -296,7 +297,7 @@ def predict_movie(model, video: str | os.PathLike, tr: float, n_scans: int | Non
                     for name in names}
         meta.update(tr=float(tr), n_scans=n_scans, slice_time_ref=float(slice_time_ref), hrf=hrf or "none",
                     n_samples=int(sample_times.size), hold_s=hold_s, hold_offset_s=hold_offset_s,
-                    units=model.card.data.get("units", "model output units"), baseline_units=_baselines.UNITS,
+                    units=meta.get("units") or model.card.data.get("units", "model output units"), baseline_units=_baselines.UNITS,
                     **{k: v for k, v in params.items() if k not in meta})
         written = _write_outputs(paths, bold, frame_times, per_scan, meta)
         samples = None
@@ -312,15 +313,6 @@ def predict_movie(model, video: str | os.PathLike, tr: float, n_scans: int | Non
             sink_path.unlink(missing_ok=True)
     return MovieResult(bold=bold, frame_times=frame_times, sample_times=sample_times, samples=samples,
                        baselines=per_sample, baselines_tr=per_scan, metadata=meta, outputs=written)
-
-
-def _berg_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("berg")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def _write_outputs(paths: list[Path], bold: np.ndarray, frame_times: np.ndarray, per_scan: dict, meta: dict) -> list[Path]:
@@ -349,7 +341,7 @@ def _predictor_table(bold: np.ndarray, per_scan: dict, meta: dict) -> tuple[dict
         "model_id": meta.get("model_id"), "subject": meta.get("subject"), "HRF": hrf,
         "RepetitionTime": meta["tr"], "SamplingFrequency": 1.0 / meta["tr"],
         "StartTime": meta["slice_time_ref"] * meta["tr"], "SliceTimeRef": meta["slice_time_ref"],
-        "NumberOfScans": int(bold.shape[0]), "Units": meta["units"], "berg_version": _berg_version(),
+        "NumberOfScans": int(bold.shape[0]), "Units": meta["units"], "berg_version": berg_version(),
         "Columns": list(columns),
     }
     for name in rois:
