@@ -12,9 +12,9 @@ import yaml
 from berg.cards import packaged_cards
 from berg.readout import fold_scaler_projection
 from berg.storage.native import SubjectMetadata, projection_path, readout_path, save_arrays, write_subject_metadata
+from berg.storage.synthetic import MNI_2MM_AFFINE as AFFINE
 
 VOLUME_SHAPE = (6, 7, 5)
-AFFINE = np.array([[-2.0, 0, 0, 90], [0, 2, 0, -126], [0, 0, 2, -72], [0, 0, 0, 1]])
 
 
 def _packaged(model_id: str) -> dict:
@@ -88,26 +88,3 @@ def images() -> np.ndarray:
     """Three random 224x224 RGB uint8 images, (3, 224, 224, 3)."""
     return np.random.default_rng(1).integers(0, 256, size=(3, 224, 224, 3), dtype=np.uint8)
 
-
-def write_synthetic_bmd(berg_dir: Path, subject: int = 1, n_components: int = 2, seed: int = 0) -> Path:
-    """Native files for the packaged fmri-bmd-s3d card with random weights: the subject's real voxel count and
-    47 ROIs, a full-width (n_components x 4,084,096) projection. Returns the model folder."""
-    rng = np.random.default_rng(seed)
-    card = _packaged("fmri-bmd-s3d")
-    model_dir = berg_dir / "encoding_models" / "modality-fmri" / "train_dataset-bmd" / "model-s3d"
-    shapes = card["backbone"]["feature_shapes"]
-    blocks = {f"weight.{n}": (rng.standard_normal((n_components, int(np.prod(s))), dtype=np.float32) * 1e-3)
-              for n, s in shapes.items()}
-    save_arrays(projection_path(model_dir), {**blocks, "bias": np.zeros(n_components, np.float32)})
-    n_voxels, volume = card["n_voxels"][subject], tuple(card["space"]["volume_shape"])
-    flat = np.sort(rng.choice(int(np.prod(volume)), size=n_voxels, replace=False))
-    save_arrays(readout_path(model_dir, subject), {"weight": rng.normal(size=(n_voxels, n_components)).astype(np.float32),
-                                                   "bias": np.zeros(n_voxels, np.float32)})
-    rois = {name: np.sort(rng.choice(n_voxels, size=200, replace=False)) for name in card["rois"]}
-    arrays = {"voxel_ijk": np.stack(np.unravel_index(flat, volume), 1).astype(np.int32),
-              "row_voxel": np.arange(n_voxels, dtype=np.int64), **{f"roi.{k}": v for k, v in rois.items()}}
-    info = {"model_id": card["model_id"], "subject": subject, "n_voxels": n_voxels, "n_rows": n_voxels,
-            "volume_shape": list(volume), "affine": AFFINE.tolist(), "rois": list(rois), "accuracy": {},
-            "space": card["space"], "provenance": {"synthetic": True}}
-    write_subject_metadata(model_dir, subject, SubjectMetadata(info=info, arrays=arrays))
-    return model_dir

@@ -8,7 +8,7 @@ import pytest
 from nbclient import NotebookClient
 
 from _img2fmri_support import img2fmri_model_dir, img2fmri_wheel  # noqa: F401  (fixtures)
-from conftest import write_synthetic_bmd
+from berg.storage.synthetic import write_synthetic_model
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -30,7 +30,7 @@ def _outputs(nb) -> str:
 def test_quickstart(img2fmri_model_dir, tmp_path):  # noqa: F811
     berg_dir = tmp_path / "berg_dir"
     shutil.copytree(img2fmri_model_dir, berg_dir / img2fmri_model_dir.relative_to(img2fmri_model_dir.parents[3]))
-    write_synthetic_bmd(berg_dir)
+    write_synthetic_model(berg_dir, "fmri-bmd-s3d", subject=1)
     nb = run_notebook("quickstart.ipynb", {"BERG_DIR": str(berg_dir), "BACKBONE_WEIGHTS": None}, tmp_path)
     text = _outputs(nb)
     assert "(8, 331) z-scored BOLD" in text  # subject 1 PPA: 131 + 200 voxels
