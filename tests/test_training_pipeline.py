@@ -106,6 +106,7 @@ def test_package_and_report(feature_spec, tmp_path):
     assert card.model_id == "fmri-synthetic-resnet18" and card.data["readout"] == {"kind": "scaler-pca-ridge",
                                                                                    "n_components": 8}
     assert card.data["n_voxels"] == {1: 40}
+    assert card.data["backbone"]["feature_shapes"] == {"avgpool": [512, 1, 1]}
     report = {p.name for p in result.report_dir.iterdir()}
     assert {"summary.json", "histograms.png", "r_vs_noise_ceiling.png", "glass_brain_r.png"} <= report
     summary = json.loads((result.report_dir / "summary.json").read_text())

@@ -8,10 +8,9 @@ import sys
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ..api import default_berg_dir
     from .train import train
 
-    result = train(args.config, args.berg_dir if args.berg_dir is not None else default_berg_dir())
+    result = train(args.config, args.berg_dir)
     overall = result.summary["rois"]["all"]
     print(json.dumps({"model_id": result.model_id, "model_dir": str(result.model_dir),
                       "card": str(result.card_path), "report": str(result.report_dir),

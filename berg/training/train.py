@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..api import default_berg_dir
 from ..cards import ModelCard, load_card, validate_card
 from ..readout import Readout, fold_scaler_projection
 from ..registry import get_card
@@ -96,18 +97,21 @@ def dataset_features(ds: Dataset, card: ModelCard, berg_dir: Path, fit: dict) ->
         raise DatasetError(f"features file {stim['path']} has {x.shape[1]} columns; the return nodes {nodes} "
                            f"need {sum(dims)} (their feature_shapes, concatenated)")
     starts = np.cumsum([0, *dims])
-    return {n: x[:, starts[i]:starts[i + 1]] for i, n in enumerate(nodes)}, {"weights": "precomputed features"}
+    feats = {n: x[:, starts[i]:starts[i + 1]].reshape(len(x), *shapes.get(n, [dims[i]])) for i, n in enumerate(nodes)}
+    return feats, {"weights": "precomputed features"}
 
 
-def train(spec_path: str | Path, berg_dir: str | Path) -> TrainResult:
+def train(spec_path: str | Path, berg_dir: str | Path | None = None) -> TrainResult:
     """Train, evaluate and package an encoder from the dataset spec at ``spec_path`` into ``berg_dir``.
+
+    ``berg_dir`` defaults to :func:`berg.api.default_berg_dir` (``$BERG_HOME`` or the user cache folder).
 
     The model goes to ``<berg_dir>/encoding_models/modality-fmri/train_dataset-{name}/model-{arch}/``
     (its accuracy report in ``encoding_models_accuracy/``) and its card to
     ``<berg_dir>/model_cards/{model_id}.yaml``. Nothing is written when an input is bad.
     """
     t0 = time.perf_counter()
-    berg_dir = Path(berg_dir)
+    berg_dir = Path(berg_dir) if berg_dir is not None else default_berg_dir()
     ds = load_dataset(spec_path)
     spec, fit = ds.spec, dict(ds.spec.get("fit") or {})
     card = template_card(spec, berg_dir)
