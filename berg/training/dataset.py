@@ -3,6 +3,7 @@
 A spec, with paths relative to the spec's folder::
 
     name: mydata                       # train_dataset name of the trained model
+    model_id: fmri-mydata-resnet18     # optional; default {modality}-{name}-{architecture}
     template: fmri-bold5000-resnet18   # card (model id or YAML path) whose stimulus/backbone/preprocessing is reused
     return_nodes: [avgpool]            # optional subset of the template's return nodes
     subject: 1
@@ -13,11 +14,14 @@ A spec, with paths relative to the spec's folder::
     trials: trials.tsv                 # columns: trial (row of the responses, 0-based), stimulus (id)
     split: {test: [id, ...]}           # or a file of ids; every other stimulus of the trial table trains
     grid: {shape: [X, Y, Z], affine: 4x4}   # hdf5 only; NIfTI responses take the mask's grid
+    space: MNI152                      # optional: the grid is MNI152 (adds a glass-brain map to the report)
     rois: {name: roi.nii.gz}           # masks on the grid (value > 0)
     nan_policy: raise                  # raise | drop (remove voxels with any NaN) | zero (NaN -> 0)
     noise_ceiling: true                # needs test stimuli with repeats
     units: z-scored BOLD
-    fit: {n_components: 100, alphas: [...], n_folds: 5, batch_size: 16}
+    backbone_weights: default          # default | path of a weights file | null (untrained, seeded)
+    verify_hash: true
+    fit: {n_components: 100, alphas: [...], n_folds: 5, batch_size: 16, device: cpu}
 """
 
 from __future__ import annotations
