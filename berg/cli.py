@@ -44,26 +44,33 @@ def model_from_args(args: argparse.Namespace):
                                   verify_hash=not args.no_verify_hash, berg_dir=args.berg_dir)
 
 
-def save_responses(path: str | Path, responses: np.ndarray, metadata: dict) -> Path:
-    """Write responses (n_stimuli, n_outputs) to ``.npy``, ``.h5``/``.hdf5`` or ``.nii``/``.nii.gz``, atomically.
+def encode_to_file(model, stimulus, n_stimuli: int, path: str | Path, show_progress: bool = True,
+                   batch_size: int | None = None) -> Path:
+    """Encode into ``.npy``, ``.h5``/``.hdf5`` or ``.nii``/``.nii.gz``, written atomically.
 
-    HDF5 files hold ``responses`` plus ``voxel_ijk``, ``affine``, ``roi_columns/{name}`` and the metadata's scalars as
-    attributes.
+    ``.npy`` and HDF5 outputs are filled batch by batch (memory does not grow with the number of stimuli). HDF5
+    files hold ``responses`` (n_stimuli, n_outputs) plus ``voxel_ijk``, ``affine``, ``roi_columns/{name}`` and the
+    metadata's scalars as attributes.
     """
     path = Path(path)
     name = path.name.lower()
     if not name.endswith(OUTPUT_SUFFIXES):
         raise InvalidArgumentError(f"output {str(path)!r} has an unknown extension; valid: "
                                    f"{', '.join(OUTPUT_SUFFIXES)}")
+    shape, metadata = (n_stimuli, model.n_outputs), model.metadata
     with atomic_path(path) as tmp:
         if name.endswith(".npy"):
-            with open(tmp, "wb") as fh:
-                np.save(fh, responses)
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+            api.encode(model, stimulus, show_progress=show_progress, batch_size=batch_size, out=out)
+            out.flush()
+            del out
         elif name.endswith((".h5", ".hdf5")):
             import h5py
 
             with h5py.File(tmp, "w") as h5:
-                h5.create_dataset("responses", data=responses)
+                out = h5.create_dataset("responses", shape=shape, dtype=np.float32,
+                                        chunks=(1, shape[1]) if shape[1] > 0 else None)
+                api.encode(model, stimulus, show_progress=show_progress, batch_size=batch_size, out=out)
                 h5.create_dataset("voxel_ijk", data=metadata["voxel_ijk"])
                 h5.create_dataset("affine", data=metadata["affine"])
                 group = h5.create_group("roi_columns")
@@ -76,6 +83,7 @@ def save_responses(path: str | Path, responses: np.ndarray, metadata: dict) -> P
                 h5.attrs["selection"] = json.dumps(metadata["selection"])
                 h5.attrs["backbone"] = json.dumps(metadata["backbone"])
         else:
+            responses = api.encode(model, stimulus, show_progress=show_progress, batch_size=batch_size)
             to_nifti(responses, metadata).to_filename(tmp)
     return path
 
@@ -97,12 +105,14 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     if not output.name.lower().endswith(OUTPUT_SUFFIXES):
         raise InvalidArgumentError(f"-o {str(output)!r} has an unknown extension; valid: {', '.join(OUTPUT_SUFFIXES)}")
     inputs = args.inputs
-    stimulus = np.load(inputs[0], allow_pickle=False) if len(inputs) == 1 and inputs[0].endswith(".npy") else inputs
+    if len(inputs) == 1 and inputs[0].endswith(".npy"):
+        stimulus = np.load(inputs[0], mmap_mode="r", allow_pickle=False)
+        n_stimuli = stimulus.shape[0] if stimulus.ndim else 0
+    else:
+        stimulus, n_stimuli = inputs, len(inputs)
     model = model_from_args(args)
-    responses, metadata = api.encode(model, stimulus, return_metadata=True, show_progress=not args.quiet,
-                                     batch_size=args.batch_size)
-    save_responses(output, responses, metadata)
-    print(f"wrote {output} ({responses.shape[0]} stimuli x {responses.shape[1]} outputs)", file=sys.stderr)
+    encode_to_file(model, stimulus, n_stimuli, output, show_progress=not args.quiet, batch_size=args.batch_size)
+    print(f"wrote {output} ({n_stimuli} stimuli x {model.n_outputs} outputs)", file=sys.stderr)
     return 0
 
 

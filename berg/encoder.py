@@ -93,7 +93,7 @@ class EncodingModel:
 
 
 def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_progress: bool = False,
-           batch_size: int | None = None):
+           batch_size: int | None = None, out=None):
     """In-silico responses of ``model`` to ``stimulus``.
 
     Parameters
@@ -109,10 +109,14 @@ def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_p
         Show a progress bar over batches.
     batch_size : int, optional
         Stimuli per forward pass (default 32 images or 2 clips).
+    out : array-like, optional
+        Where to write the responses, batch by batch: anything of shape (n_stimuli, n_outputs) that takes slice
+        assignment (a numpy array or memmap, an ``h5py`` dataset), so memory does not grow with the number of
+        stimuli. Default: a new float32 array.
 
     Returns
     -------
-    responses : (n_stimuli, n_outputs) float32 array
+    responses : (n_stimuli, n_outputs) float32 array, or ``out``
         In the model's units (``metadata["units"]``).
     metadata : dict, only with ``return_metadata=True``
     """
@@ -123,7 +127,13 @@ def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_p
     batch_size = DEFAULT_BATCH_SIZE[kind] if batch_size is None else batch_size
     if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
         raise InvalidArgumentError(f"batch_size={batch_size} is not valid: use a positive integer or None")
-    responses = np.empty((stimuli.n, model.n_outputs), dtype=np.float32)
+    if out is None:
+        responses = np.empty((stimuli.n, model.n_outputs), dtype=np.float32)
+    elif tuple(getattr(out, "shape", ())) != (stimuli.n, model.n_outputs):
+        raise InvalidArgumentError(f"out has shape {tuple(getattr(out, 'shape', ()))}; it must be "
+                                   f"({stimuli.n}, {model.n_outputs}) for these stimuli and this model")
+    else:
+        responses = out
     # the next batch is decoded (and, on the CPU, preprocessed) in a background thread while one is computed
     on_cpu = model.device.type == "cpu"
 

@@ -141,3 +141,16 @@ def test_weights_file_with_hash_check(tiny_model, berg_dir, images, tmp_path):
                                         berg_dir=berg_dir)
     assert model.metadata["backbone"]["sha256"] and model.metadata["backbone"]["weights"] == "file"
     assert not np.allclose(berg.encode(model, images[:1]), berg.encode(untrained, images[:1]))
+
+
+def test_encode_streams_into_out(tiny_model, berg_dir, images, tmp_path):
+    import h5py
+
+    model = berg.get_encoding_model("test-resnet18", subject=1, device="cpu", backbone_weights=None, berg_dir=berg_dir)
+    want = berg.encode(model, images)
+    with h5py.File(tmp_path / "r.h5", "w") as h5:
+        out = h5.create_dataset("r", shape=(3, 60), dtype="f4")
+        assert berg.encode(model, images, batch_size=2, out=out) is out
+        np.testing.assert_allclose(out[()], want, atol=1e-6)
+    with pytest.raises(berg.BergError, match=r"out has shape \(2, 60\); it must be \(3, 60\)"):
+        berg.encode(model, images, out=np.empty((2, 60), np.float32))

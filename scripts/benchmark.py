@@ -1,0 +1,102 @@
+"""berg's benchmark suite: every scenario against its anchor or its limit, in one run.
+
+    python scripts/benchmark.py [--quick] [--scenarios readout group encode movie load training] [--json PATH]
+
+Prints a table (time, throughput, ratio, peak RSS) and writes the rows as JSON (default
+``bench_results/benchmark.json``). A scenario whose module is missing is skipped with a message. Ratios are
+measured within one run; compare them, not absolute times, across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def _readout(quick: bool) -> list[dict]:
+    return importlib.import_module("bench_readout").run(quick)
+
+
+def _group(quick: bool) -> list[dict]:
+    r = importlib.import_module("bench_img2fmri").run(quick)
+    return [{"scenario": "group MNI per frame", "variant": "berg (folded map + z-score)",
+             "seconds": r["berg_group_mni_ms_per_frame"] / 1e3, "ratio": r["speedup"],
+             "ratio_meaning": "img2fmri subject-space stage time / berg group MNI time (target >= 1000)",
+             "size": f"{r['overlap_voxels']} overlap voxels, batch {r['frames']['berg_batch']}"},
+            {"scenario": "group MNI per frame", "variant": "img2fmri subject space, its way",
+             "seconds": r["img2fmri_subject_space_ms_per_frame"] / 1e3}]
+
+
+def _encode(quick: bool) -> list[dict]:
+    return importlib.import_module("bench_encode").run(quick)
+
+
+def _movie(quick: bool) -> list[dict]:
+    return importlib.import_module("bench_movie").rows(quick)
+
+
+def _load(quick: bool) -> list[dict]:
+    r = importlib.import_module("bench_load").run(quick)
+    size = f"{r['legacy_bytes'] / 1e9:.2f} GB pickles, {r['native_bytes'] / 1e9:.2f} GB native"
+    return [{"scenario": "cold model load", "variant": "native, memory-mapped (as the encoder loads it)",
+             "seconds": r["native_mmap_s"], "ratio": r["ratio_mmap"], "size": size,
+             "ratio_meaning": "BERG np.load(allow_pickle) time / native time (target >= 5)"},
+            {"scenario": "cold model load", "variant": "BERG pickles, np.load(allow_pickle=True)",
+             "seconds": r["legacy_np_load_s"], "size": size},
+            {"scenario": "cold model load", "variant": "BERG pickles, berg's safe reader",
+             "seconds": r["legacy_safe_s"], "size": size}]
+
+
+def _training(quick: bool) -> list[dict]:
+    return importlib.import_module("bench_training").rows(quick)
+
+
+SCENARIOS = {"readout": _readout, "group": _group, "encode": _encode, "movie": _movie, "load": _load,
+             "training": _training}
+
+
+def format_table(rows: list[dict]) -> str:
+    """Rows as a Markdown table."""
+    lines = ["| scenario | variant | time (s) | throughput | ratio | peak RSS (MB) |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = f"{r['ratio']:.3g} ({r['ratio_meaning']})" if "ratio" in r else ""
+        seconds = r.get("seconds", r.get("seconds_per_batch"))
+        rss = f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else ""
+        lines.append(f"| {r['scenario']} | {r['variant']} | {seconds:.4g} | {r.get('throughput', '')} | {ratio} | "
+                     f"{rss} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: the whole suite in a few minutes")
+    parser.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS))
+    parser.add_argument("--json", default="bench_results/benchmark.json", help="where to write the rows")
+    args = parser.parse_args(argv)
+    rows, started = [], time.perf_counter()
+    for name in args.scenarios:
+        try:
+            scenario_rows = SCENARIOS[name](args.quick)
+        except ModuleNotFoundError as exc:
+            print(f"[{name}] skipped: {exc}", file=sys.stderr)
+            continue
+        rows += scenario_rows
+        print(f"[{name}] done at {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    print(format_table(rows))
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"quick": args.quick, "rows": rows,
+                               "suite_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},
+                              indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
