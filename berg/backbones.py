@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ import torchvision
 from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.transforms.v2 import functional as TF
 
+from ._io import sha256_file
 from .cards import ModelCard
 from .config import is_offline
 from .errors import BackboneWeightsError, InvalidDeviceError
@@ -52,17 +52,9 @@ def published_weights(card: ModelCard) -> Any:
     return getattr(getattr(_ARCHITECTURES[arch][1], enum_name), member)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _load_state_dict(path: Path, expected_prefix: str | None) -> tuple[dict[str, torch.Tensor], str]:
     """Load a weights file (no arbitrary unpickling) after checking its sha256 against ``expected_prefix``."""
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if expected_prefix is not None and not digest.startswith(expected_prefix):
         raise BackboneWeightsError(
             f"backbone_weights={str(path)!r} has sha256 {digest[:16]}…, but the published weights start with "

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from _img2fmri_support import img2fmri_model_dir, img2fmri_wheel  # noqa: F401  (session fixtures for every module)
 
 from berg.cards import packaged_cards
 from berg.readout import fold_scaler_projection

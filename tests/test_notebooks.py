@@ -7,7 +7,6 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from _img2fmri_support import img2fmri_model_dir, img2fmri_wheel  # noqa: F401  (fixtures)
 from berg.storage.synthetic import write_synthetic_model
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -27,7 +26,7 @@ def _outputs(nb) -> str:
     return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
 
 
-def test_quickstart(img2fmri_model_dir, tmp_path):  # noqa: F811
+def test_quickstart(img2fmri_model_dir, tmp_path):
     berg_dir = tmp_path / "berg_dir"
     shutil.copytree(img2fmri_model_dir, berg_dir / img2fmri_model_dir.relative_to(img2fmri_model_dir.parents[3]))
     write_synthetic_model(berg_dir, "fmri-bmd-s3d", subject=1)

@@ -44,7 +44,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .._io import write_json
+from .._io import sha256_file, write_json
 from .. import config
 from ..errors import IntegrityError, MissingFilesError, ModelFormatError, OfflineError, UnsafePickleError
 from ..mni import HEMISPHERES, ROIS, fnirt_t1_voxels, mni_map_path, nanmean_fold, resample_index
@@ -61,15 +61,6 @@ SUBJECTS = (1, 2, 3)
 N_FEATURES = 512
 IMPORTER_VERSION = 1
 MARKER = Path("metadata", "berg_import.json")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _verified(path: Path) -> Path:
