@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -33,7 +34,6 @@ from tqdm import tqdm
 
 from . import baselines as _baselines
 from . import sinks
-from .encoder import berg_version
 from .errors import InvalidArgumentError
 from .video import clip_plan, iter_clips, iter_frames, probe
 
@@ -151,16 +151,29 @@ def to_scans(sample_times: np.ndarray, values, frame_times: np.ndarray, tr: floa
     return out[:, 0] if one_d else out
 
 
-def _batched(stream: Iterable[tuple[float, np.ndarray]], size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _batched(stream: Iterable[tuple[float, np.ndarray]], size: int, names: Sequence[str],
+             is_clip: bool) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
+    """``(times, stacked batch, baselines)`` of ``size`` samples at a time."""
     times, items = [], []
     for t, item in stream:
         times.append(t)
         items.append(item)
         if len(items) == size:
-            yield np.asarray(times), np.stack(items)
+            batch = np.stack(items)
+            yield np.asarray(times), batch, _baselines.compute(names, batch, is_clip)
             times, items = [], []
     if items:
-        yield np.asarray(times), np.stack(items)
+        batch = np.stack(items)
+        yield np.asarray(times), batch, _baselines.compute(names, batch, is_clip)
+
+
+def _prefetched(items: Iterator) -> Iterator:
+    """Yield from ``items`` while a background thread already produces the next one (decoding overlaps encoding)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(next, items, None)
+        while (item := pending.result()) is not None:
+            pending = pool.submit(next, items, None)
+            yield item
 
 
 def _check_args(tr, n_scans, slice_time_ref, hrf, sample_rate_hz, clip_s, stride_s, batch_size) -> None:
@@ -282,13 +295,13 @@ def predict_movie(model, video: str | os.PathLike, tr: float, n_scans: int | Non
         size = batch_size or (2 if is_clip else 16)
         with tqdm(total=n_total, initial=done, disable=not show_progress, unit="clip" if is_clip else "frame",
                   desc="movie") as bar:
-            for times, batch in _batched(stream, size):
+            for times, batch, low_level in _prefetched(_batched(stream, size, names, is_clip)):
                 responses = np.asarray(model.predict_batch(batch), dtype=np.float32)
                 if responses.shape != (len(times), int(model.n_outputs)):
                     raise InvalidArgumentError(
                         f"model.predict_batch returned shape {responses.shape}; expected {(len(times), model.n_outputs)}."
                     )
-                sink.append(times, responses, _baselines.compute(names, batch, is_clip))
+                sink.append(times, responses, low_level)
                 bar.update(len(times))
         sample_times = sink.times()
         bold = to_scans(sample_times, sink.responses, frame_times, tr, hrf, hold_s, hold_offset_s)
@@ -299,7 +312,7 @@ def predict_movie(model, video: str | os.PathLike, tr: float, n_scans: int | Non
                     n_samples=int(sample_times.size), hold_s=hold_s, hold_offset_s=hold_offset_s,
                     units=meta.get("units") or model.card.data.get("units", "model output units"), baseline_units=_baselines.UNITS,
                     **{k: v for k, v in params.items() if k not in meta})
-        written = _write_outputs(paths, bold, frame_times, per_scan, meta)
+        written = sinks.write_outputs(paths, bold, per_scan, meta)
         samples = None
         if h5_out is None:
             samples = np.asarray(sink.responses[: sample_times.size])
@@ -313,44 +326,6 @@ def predict_movie(model, video: str | os.PathLike, tr: float, n_scans: int | Non
             sink_path.unlink(missing_ok=True)
     return MovieResult(bold=bold, frame_times=frame_times, sample_times=sample_times, samples=samples,
                        baselines=per_sample, baselines_tr=per_scan, metadata=meta, outputs=written)
-
-
-def _write_outputs(paths: list[Path], bold: np.ndarray, frame_times: np.ndarray, per_scan: dict, meta: dict) -> list[Path]:
-    written = []
-    for path in paths:
-        kind = sinks.output_kind(path)
-        if kind == "nifti":
-            missing = [k for k in ("voxel_ijk", "volume_shape", "affine") if meta.get(k) is None]
-            if missing:
-                raise InvalidArgumentError(f"output={str(path)!r} needs a volume, but the model's metadata lacks {missing}.")
-            fill = meta.get("fill_value", 0.0 if str(meta.get("subject")) == "group" else np.nan)
-            written.append(sinks.write_nifti(path, bold, meta["voxel_ijk"], meta["volume_shape"], meta["affine"],
-                                             meta["tr"], fill=fill))
-        elif kind == "tsv":
-            written.extend(sinks.write_predictors(path, *_predictor_table(bold, per_scan, meta)))
-    return written
-
-
-def _predictor_table(bold: np.ndarray, per_scan: dict, meta: dict) -> tuple[dict, dict]:
-    rois = meta.get("roi_columns") or {"all": np.arange(bold.shape[1])}
-    columns = {name: bold[:, np.asarray(cols, dtype=np.int64)].mean(axis=1) for name, cols in rois.items()}
-    columns.update(per_scan)
-    hrf = meta["hrf"]
-    sidecar = {
-        "Description": "Predicted BOLD time courses (mean over each ROI's outputs) and low-level baselines, one row per scan.",
-        "model_id": meta.get("model_id"), "subject": meta.get("subject"), "HRF": hrf,
-        "RepetitionTime": meta["tr"], "SamplingFrequency": 1.0 / meta["tr"],
-        "StartTime": meta["slice_time_ref"] * meta["tr"], "SliceTimeRef": meta["slice_time_ref"],
-        "NumberOfScans": int(bold.shape[0]), "Units": meta["units"], "berg_version": berg_version(),
-        "Columns": list(columns),
-    }
-    for name in rois:
-        sidecar[name] = {"Description": f"Mean predicted response over ROI {name}, HRF {hrf}, at scan times.",
-                         "Units": meta["units"]}
-    for name in per_scan:
-        sidecar[name] = {"Description": f"{name} of the frames (berg.baselines.{name}), HRF {hrf}, at scan times.",
-                         "Units": meta["baseline_units"]}
-    return columns, sidecar
 
 
 def register_cli(subparsers) -> None:

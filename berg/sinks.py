@@ -30,6 +30,7 @@ import nibabel as nib
 import numpy as np
 
 from ._io import atomic_path, write_json
+from .encoder import berg_version
 from .errors import InvalidArgumentError
 
 log = logging.getLogger(__name__)
@@ -290,3 +291,46 @@ def write_predictors(path: str | os.PathLike, columns: Mapping[str, np.ndarray],
                 fh.write("\t".join("n/a" if not np.isfinite(v) else f"{v:.9g}" for v in row) + "\n")
     write_json(json_path, dict(sidecar))
     return path, json_path
+
+
+def write_outputs(paths: Sequence[Path], bold: np.ndarray, per_scan: Mapping[str, np.ndarray], meta: Mapping) -> list[Path]:
+    """Write the NIfTI and TSV outputs among ``paths`` (HDF5 is the sink itself); return the files written.
+
+    ``meta`` needs ``tr``, ``slice_time_ref``, ``hrf``, ``units``, ``baseline_units``, and for NIfTI ``voxel_ijk``,
+    ``volume_shape``, ``affine`` (``fill_value`` optional); TSV columns are the means over ``roi_columns``.
+    """
+    written = []
+    for path in paths:
+        kind = output_kind(path)
+        if kind == "nifti":
+            missing = [k for k in ("voxel_ijk", "volume_shape", "affine") if meta.get(k) is None]
+            if missing:
+                raise InvalidArgumentError(f"output={str(path)!r} needs a volume, but the model's metadata lacks {missing}.")
+            fill = meta.get("fill_value", 0.0 if str(meta.get("subject")) == "group" else np.nan)
+            written.append(write_nifti(path, bold, meta["voxel_ijk"], meta["volume_shape"], meta["affine"],
+                                             meta["tr"], fill=fill))
+        elif kind == "tsv":
+            written.extend(write_predictors(path, *_predictor_table(bold, per_scan, meta)))
+    return written
+
+
+def _predictor_table(bold: np.ndarray, per_scan: Mapping, meta: Mapping) -> tuple[dict, dict]:
+    rois = meta.get("roi_columns") or {"all": np.arange(bold.shape[1])}
+    columns = {name: bold[:, np.asarray(cols, dtype=np.int64)].mean(axis=1) for name, cols in rois.items()}
+    columns.update(per_scan)
+    hrf = meta["hrf"]
+    sidecar = {
+        "Description": "Predicted BOLD time courses (mean over each ROI's outputs) and low-level baselines, one row per scan.",
+        "model_id": meta.get("model_id"), "subject": meta.get("subject"), "HRF": hrf,
+        "RepetitionTime": meta["tr"], "SamplingFrequency": 1.0 / meta["tr"],
+        "StartTime": meta["slice_time_ref"] * meta["tr"], "SliceTimeRef": meta["slice_time_ref"],
+        "NumberOfScans": int(bold.shape[0]), "Units": meta["units"], "berg_version": berg_version(),
+        "Columns": list(columns),
+    }
+    for name in rois:
+        sidecar[name] = {"Description": f"Mean predicted response over ROI {name}, HRF {hrf}, at scan times.",
+                         "Units": meta["units"]}
+    for name in per_scan:
+        sidecar[name] = {"Description": f"{name} of the frames (berg.baselines.{name}), HRF {hrf}, at scan times.",
+                         "Units": meta["baseline_units"]}
+    return columns, sidecar
