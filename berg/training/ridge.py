@@ -6,7 +6,8 @@ the summed squared error over folds; the best alpha per voxel is refitted on all
 Measured on the issue's scale (108,219 voxels, 1,000 training stimuli, 100 components, 15 alphas,
 5 folds) on a 2-core CPU: this solver took 8.3 s (peak RSS 1.8 GB) against 38.0 s (2.0 GB) for
 himalaya's ``RidgeCV`` on its torch backend and 58.6 s (1.8 GB) on its numpy backend; so this one is
-used (``scripts/bench_training.py`` times the whole run). Both chose the same alpha for 70 % of voxels:
+used (``scripts/bench_training.py`` times the whole run). With the machine shared (load 3 to 5) the three
+took 32 s, 98 s and 64 s. Both chose the same alpha for 70 % of voxels:
 himalaya scores folds by their mean R^2, this solver by the summed squared error, and the two differ
 where the cross-validation curve is flat (voxels with little signal).
 """
