@@ -10,7 +10,6 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from _img2fmri_support import img2fmri_model_dir, img2fmri_wheel  # noqa: F401 - session fixtures
 from _movie_support import FakeModel, flash_video, ramp_level, ramp_video
 from nilearn.glm.first_level import compute_regressor
 
