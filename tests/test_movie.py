@@ -214,19 +214,3 @@ def test_real_encoder_through_the_public_api(tmp_path, tiny_model, berg_dir):
     table = pd.read_csv(tmp_path / "out.tsv", sep="\t")
     assert list(table.columns) == ["lA", "rA", "B", "brightness", "luminance"] and len(table) == 4
     np.testing.assert_allclose(table["B"], result.bold[:, 0::4].mean(axis=1), rtol=1e-5, atol=1e-7)
-
-
-@pytest.mark.slow
-def test_movie_notebook_runs(img2fmri_model_dir, monkeypatch, tmp_path):  # noqa: F811
-    import nbclient
-    import nbformat
-
-    monkeypatch.setenv("BERG_HOME", str(img2fmri_model_dir.parents[3]))  # the session's img2fmri import
-    notebook = nbformat.read(Path(__file__).parents[1] / "notebooks" / "movie.ipynb", as_version=4)
-    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
-    text = "".join(o.get("text", "") for o in outputs)
-    assert "TR in the header: 1.0 s; shape (91, 109, 91, 24)" in text
-    assert "samples: 48 scans: (24, 9641)" in text
-    assert sum("image/png" in o.get("data", {}) for o in outputs) == 3  # predictors, glass brain, similarity

@@ -4,7 +4,6 @@ import shutil
 from pathlib import Path
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
 from berg.storage.synthetic import write_synthetic_model
@@ -37,6 +36,21 @@ def test_quickstart(img2fmri_model_dir, tmp_path):
     assert "(1, 400)" in text  # lFFA and rFFA of the synthetic BMD model: 200 voxels each
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in NOTEBOOKS.glob("*.ipynb") if p.name != "quickstart.ipynb"))
-def test_other_notebooks(name, tmp_path):
-    run_notebook(name, {}, tmp_path)
+def test_movie(img2fmri_model_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("BERG_HOME", str(img2fmri_model_dir.parents[3]))  # the session's img2fmri import
+    nb = run_notebook("movie.ipynb", {}, tmp_path)
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    text = _outputs(nb)
+    assert "TR in the header: 1.0 s; shape (91, 109, 91, 24)" in text
+    assert "samples: 48 scans: (24, 9641)" in text
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 3  # predictors, glass brain, similarity
+
+
+def test_training(tmp_path):
+    nb = run_notebook("training.ipynb", {}, tmp_path)
+    assert "image/png" in "".join(str(o.get("data", {}).keys()) for c in nb.cells for o in c.get("outputs", []))
+
+
+def test_every_notebook_is_tested():
+    tested = {"quickstart.ipynb", "movie.ipynb", "training.ipynb"}
+    assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == tested
