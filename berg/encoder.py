@@ -78,6 +78,26 @@ class EncodingModel:
         """Preprocess a loaded batch into the backbone's input, on the CPU when the model is, else on its device."""
         return self.extractor.prepare(self._to_device(batch))
 
+    @property
+    def _prepares_on_host(self) -> bool:
+        return self.device.type == "cpu"
+
+    def stage_batch(self, batch: Batch) -> Batch:
+        """The part of the work a producer thread may do ahead: preprocessing on the CPU (nothing for GPUs)."""
+        if not self._prepares_on_host:
+            return batch
+        with torch.inference_mode():
+            return self.prepare_batch(batch)
+
+    def prepare_stimuli(self, batch) -> Batch:
+        """Validate one batch given in any accepted stimulus form and stage it (see :meth:`predict_prepared`)."""
+        stimuli = as_stimulus_set(batch, self.card.stimulus_kind, self.card.data["stimulus"].get("n_frames"))
+        return self.stage_batch(stimuli.load(0, stimuli.n))
+
+    def predict_prepared(self, staged: Batch) -> np.ndarray:
+        """Responses (B, n_outputs) float32 for a batch from :meth:`prepare_stimuli` or :meth:`stage_batch`."""
+        return self.forward_batch(staged, prepared=self._prepares_on_host).float().cpu().numpy()
+
     @torch.inference_mode()
     def forward_batch(self, batch: Batch, prepared: bool = False) -> torch.Tensor:
         """Responses (B, n_outputs) float32 on the model's device for one loaded (or prepared) batch."""
@@ -88,8 +108,7 @@ class EncodingModel:
 
     def predict_batch(self, batch) -> np.ndarray:
         """Responses (B, n_outputs) float32 for one batch given in any accepted stimulus form."""
-        stimuli = as_stimulus_set(batch, self.card.stimulus_kind, self.card.data["stimulus"].get("n_frames"))
-        return self.forward_batch(stimuli.load(0, stimuli.n)).float().cpu().numpy()
+        return self.predict_prepared(self.prepare_stimuli(batch))
 
 
 def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_progress: bool = False,
@@ -135,13 +154,9 @@ def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_p
     else:
         responses = out
     # the next batch is decoded (and, on the CPU, preprocessed) in a background thread while one is computed
-    on_cpu = model.device.type == "cpu"
-
     def produce(start: int) -> tuple[Batch, int]:
         stop = min(start + batch_size, stimuli.n)
-        batch = stimuli.load(start, stop)
-        with torch.inference_mode():
-            return (model.prepare_batch(batch) if on_cpu else batch), stop
+        return model.stage_batch(stimuli.load(start, stop)), stop
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool, \
             tqdm(total=stimuli.n, disable=not show_progress, unit=kind) as bar:
@@ -150,7 +165,7 @@ def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_p
             batch, stop = pending.result()
             if stop < stimuli.n:
                 pending = pool.submit(produce, stop)
-            responses[start:stop] = model.forward_batch(batch, prepared=on_cpu).float().cpu().numpy()
+            responses[start:stop] = model.predict_prepared(batch)
             bar.update(stop - start)
     return (responses, model.metadata) if return_metadata else responses
 

@@ -151,20 +151,20 @@ def to_scans(sample_times: np.ndarray, values, frame_times: np.ndarray, tr: floa
     return out[:, 0] if one_d else out
 
 
-def _batched(stream: Iterable[tuple[float, np.ndarray]], size: int, names: Sequence[str],
-             is_clip: bool) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
-    """``(times, stacked batch, baselines)`` of ``size`` samples at a time."""
+def _batched(stream: Iterable[tuple[float, np.ndarray]], size: int, names: Sequence[str], is_clip: bool,
+             prepare) -> Iterator[tuple[np.ndarray, object, dict]]:
+    """``(times, prepare(stacked batch), baselines)`` of ``size`` samples at a time."""
     times, items = [], []
     for t, item in stream:
         times.append(t)
         items.append(item)
         if len(items) == size:
             batch = np.stack(items)
-            yield np.asarray(times), batch, _baselines.compute(names, batch, is_clip)
+            yield np.asarray(times), prepare(batch), _baselines.compute(names, batch, is_clip)
             times, items = [], []
     if items:
         batch = np.stack(items)
-        yield np.asarray(times), batch, _baselines.compute(names, batch, is_clip)
+        yield np.asarray(times), prepare(batch), _baselines.compute(names, batch, is_clip)
 
 
 def _prefetched(items: Iterator) -> Iterator:
@@ -216,7 +216,8 @@ def predict_movie(model, video: str | os.PathLike, tr: float, n_scans: int | Non
     ----------
     model : EncodingModel
         Needs ``card.stimulus_kind``, ``card.data["stimulus"]["n_frames"]`` (video models), ``n_outputs``,
-        ``metadata`` and ``predict_batch(uint8 (B, H, W, 3) or (B, T, H, W, 3)) -> float32 (B, n_outputs)``.
+        ``metadata``, ``prepare_stimuli(uint8 (B, H, W, 3) or (B, T, H, W, 3))`` (run in the decoding thread) and
+        ``predict_prepared(prepared) -> float32 (B, n_outputs)``.
     video : str or PathLike
         Video file (anything PyAV decodes).
     tr : float
@@ -295,11 +296,12 @@ def predict_movie(model, video: str | os.PathLike, tr: float, n_scans: int | Non
         size = batch_size or (2 if is_clip else 16)
         with tqdm(total=n_total, initial=done, disable=not show_progress, unit="clip" if is_clip else "frame",
                   desc="movie") as bar:
-            for times, batch, low_level in _prefetched(_batched(stream, size, names, is_clip)):
-                responses = np.asarray(model.predict_batch(batch), dtype=np.float32)
+            batches = _batched(stream, size, names, is_clip, model.prepare_stimuli)
+            for times, batch, low_level in _prefetched(batches):  # decoding and preprocessing run ahead
+                responses = np.asarray(model.predict_prepared(batch), dtype=np.float32)
                 if responses.shape != (len(times), int(model.n_outputs)):
                     raise InvalidArgumentError(
-                        f"model.predict_batch returned shape {responses.shape}; expected {(len(times), model.n_outputs)}."
+                        f"model.predict_prepared returned shape {responses.shape}; expected {(len(times), model.n_outputs)}."
                     )
                 sink.append(times, responses, low_level)
                 bar.update(len(times))

@@ -36,7 +36,10 @@ class FakeModel:
         self.calls = 0
         self.seen = 0
 
-    def predict_batch(self, batch: np.ndarray) -> np.ndarray:
+    def prepare_stimuli(self, batch: np.ndarray) -> np.ndarray:
+        return batch
+
+    def predict_prepared(self, batch: np.ndarray) -> np.ndarray:
         self.calls += 1
         if self.kill_after is not None and self.calls > self.kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
