@@ -2,7 +2,7 @@
 
 1. Peak RSS: synthetic 720p videos of two lengths (5 and 30 min; 1 and 6 min with ``--quick``) each go through
    ``predict_movie`` in a fresh process with a cheap encoder (1000 outputs: a fixed random map of an 8x8 thumbnail),
-   sampled at 2 Hz, TR 2 s, HDF5 + TSV outputs; the child reports its peak RSS (``ru_maxrss``).
+   sampled at 2 Hz, TR 2 s, HDF5 + TSV outputs; the child reports its peak RSS (``VmHWM``).
 2. Throughput: the image model ``fmri-bold5000-resnet18`` (group MNI, 9641 outputs; untrained ResNet-18, as
    pretrained weights may not be fetchable) through ``predict_movie`` on a 720p clip at 2 Hz, against
    ``berg.encode`` on the same frames already decoded in memory, and against decoding alone.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from benchutil import peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -63,14 +63,13 @@ class CheapModel:
         self.metadata = {"model_id": "cheap", "subject": 1,
                          "roi_columns": {"first": np.arange(100), "all": np.arange(n_outputs)}}
 
-    def predict_batch(self, batch: np.ndarray) -> np.ndarray:
+    def prepare_stimuli(self, batch: np.ndarray) -> np.ndarray:
+        return batch
+
+    def predict_prepared(self, batch: np.ndarray) -> np.ndarray:
         b, h, w, _ = batch.shape
         thumb = batch[:, h // 16::h // 8, w // 16::w // 8][:, :8, :8]
         return (thumb.reshape(b, 192) / 255.0).astype(np.float32) @ self.weight
-
-
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
 def child(video: str, out_dir: str) -> dict:
@@ -78,14 +77,14 @@ def child(video: str, out_dir: str) -> dict:
     from berg.movie import predict_movie
 
     model = CheapModel()
-    before = _peak_rss_mib()
+    before = peak_rss_mb()
     t0 = time.perf_counter()
     result = predict_movie(model, video, tr=2.0, sample_rate_hz=2.0, show_progress=False,
                            output=[Path(out_dir) / "pred.h5", Path(out_dir) / "pred.tsv"])
     wall = time.perf_counter() - t0
     return {"video_s": probe(video).duration_s, "n_samples": int(result.sample_times.size),
             "n_scans": int(result.frame_times.size), "wall_s": wall, "rss_before_mib": before,
-            "peak_rss_mib": _peak_rss_mib()}
+            "peak_rss_mib": peak_rss_mb()}
 
 
 def rss_part(quick: bool, work: Path) -> dict:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
 
 import numpy as np
+from benchutil import peak_rss_mb
 
 FEATURE_DIM = 4_084_096
 N_COMPONENTS = 100
@@ -82,7 +82,7 @@ def _berg(dim: int, n_voxels: int, n_batches: int) -> float:
 
 def _child(side: str, dim: int, n_voxels: int, n_batches: int) -> None:
     seconds = (_berg if side == "berg" else _berg_style)(dim, n_voxels, n_batches)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb}))
 
 

@@ -11,21 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import resource
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from benchutil import peak_rss_mb
 
 
 def _peak_rss_gb() -> float:
-    """Peak resident memory of this process (VmHWM, which unlike ru_maxrss is not inherited over exec)."""
-    status = Path("/proc/self/status")
-    if status.exists():
-        line = next(x for x in status.read_text().splitlines() if x.startswith("VmHWM:"))
-        return int(line.split()[1]) / 1024 ** 2  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+    return peak_rss_mb() / 1024
 
 
 def _train_child(spec: str, berg_dir: str) -> dict:
