@@ -87,8 +87,9 @@ def child(video: str, out_dir: str) -> dict:
             "peak_rss_mib": peak_rss_mb()}
 
 
-def rss_part(quick: bool, work: Path) -> dict:
-    minutes = (1, 6) if quick else (5, 30)
+def rss_part(quick: bool, work: Path, minutes: tuple[float, float] | None = None) -> dict:
+    """Peak RSS of predict_movie on two film lengths (minutes), each in a fresh process."""
+    minutes = minutes or ((1, 6) if quick else (5, 30))
     runs = {}
     for m in minutes:
         video = make_video(work / f"synthetic_720p_{m}min.mp4", 60.0 * m)
@@ -102,7 +103,8 @@ def rss_part(quick: bool, work: Path) -> dict:
         k: v["video_s"] * FPS / v["wall_s"] for k, v in runs.items()}}
 
 
-def speed_part(quick: bool, work: Path) -> dict:
+def speed_part(quick: bool, work: Path, seconds: float | None = None) -> dict:
+    """Samples/s of predict_movie against encode on the same frames in memory (group model, untrained)."""
     import torch
 
     import berg
@@ -114,7 +116,7 @@ def speed_part(quick: bool, work: Path) -> dict:
     import_img2fmri(berg_dir)  # once; the img2fmri wheel comes from pip's cache or PyPI
     model = berg.get_encoding_model("fmri-bold5000-resnet18", subject="group", device="auto", backbone_weights=None,
                                     berg_dir=berg_dir)
-    seconds = 10.0 if quick else 30.0
+    seconds = seconds or (10.0 if quick else 30.0)
     video = make_video(work / f"synthetic_720p_{int(seconds)}s.mp4", seconds)
     t0 = time.perf_counter()
     n_decoded = sum(1 for _ in iter_frames(video))

@@ -39,7 +39,8 @@ def _features(dim: int, n_batches: int):
     return [rng.standard_normal(size=(BATCH, dim), dtype=np.float32) for _ in range(n_batches)]
 
 
-def _berg_style(dim: int, n_voxels: int, n_batches: int) -> float:
+def berg_style_readout(dim: int, n_voxels: int, n_batches: int) -> tuple[float, np.ndarray]:
+    """The BERG-style chain: seconds and responses (n_batches * 10, n_voxels) float64."""
     from sklearn.decomposition import TruncatedSVD
     from sklearn.linear_model import LinearRegression
     from sklearn.preprocessing import StandardScaler
@@ -58,18 +59,21 @@ def _berg_style(dim: int, n_voxels: int, n_batches: int) -> float:
     for feats in batches:
         x = scaler.transform(feats.astype(np.float64))
         responses = np.append(responses, regression.predict(svd.transform(x)), 0)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, responses
 
 
-def _berg(dim: int, n_voxels: int, n_batches: int) -> float:
+def berg_readout(dim: int, n_voxels: int, n_batches: int) -> tuple[float, np.ndarray]:
+    """berg's readout on the same weights: seconds and responses (n_batches * 10, n_voxels) float32."""
     import torch
 
     from berg.readout import Readout
 
-    # berg stores the scaler folded into the projection, so the weights are made in that form directly
     w = _weights(dim, n_voxels, np.float32)
+    # the scaler folded into the projection as berg stores it, in place (no second copy of the 100 x d matrix)
+    w["components"] /= w["scale"]
+    bias = -(w["components"] @ w["mean"])
     readout = Readout(torch.from_numpy(w["coef"]), torch.from_numpy(w["intercept"]), {"features": dim},
-                      {"features": torch.from_numpy(w["components"])}, torch.from_numpy(w["mean"][:N_COMPONENTS]))
+                      {"features": torch.from_numpy(w["components"])}, torch.from_numpy(bias))
     del w
     batches = _features(dim, n_batches)
     start = time.perf_counter()
@@ -77,11 +81,11 @@ def _berg(dim: int, n_voxels: int, n_batches: int) -> float:
     with torch.inference_mode():
         for i, feats in enumerate(batches):
             responses[i * BATCH:(i + 1) * BATCH] = readout({"features": torch.from_numpy(feats)}).numpy()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, responses
 
 
 def _child(side: str, dim: int, n_voxels: int, n_batches: int) -> None:
-    seconds = (_berg if side == "berg" else _berg_style)(dim, n_voxels, n_batches)
+    seconds = (berg_readout if side == "berg" else berg_style_readout)(dim, n_voxels, n_batches)[0]
     peak_mb = peak_rss_mb()
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb}))
 
