@@ -60,9 +60,12 @@ def _movie(quick: bool) -> list[dict]:
 def _load(quick: bool) -> list[dict]:
     r = importlib.import_module("bench_load").run(quick)
     size = f"{r['legacy_bytes'] / 1e9:.2f} GB pickles, {r['native_bytes'] / 1e9:.2f} GB native"
-    return [{"scenario": "cold model load", "variant": "native, memory-mapped (as the encoder loads it)",
+    return [{"scenario": "cold model load", "variant": "native, memory-mapped, every page read",
              "seconds": r["native_mmap_s"], "ratio": r["ratio_mmap"], "size": size,
              "ratio_meaning": "BERG np.load(allow_pickle) time / native time (target >= 5)"},
+            {"scenario": "cold model load", "variant": "native, readout ready to encode (pages read on first use)",
+             "seconds": r["native_ready_s"], "ratio": r["ratio_ready"], "size": size,
+             "ratio_meaning": "BERG np.load(allow_pickle) time / native time"},
             {"scenario": "cold model load", "variant": "BERG pickles, np.load(allow_pickle=True)",
              "seconds": r["legacy_np_load_s"], "size": size},
             {"scenario": "cold model load", "variant": "BERG pickles, berg's safe reader",
