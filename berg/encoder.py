@@ -140,7 +140,8 @@ def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_p
     metadata : dict, only with ``return_metadata=True``
     """
     if not isinstance(model, EncodingModel):
-        raise TypeError(f"model must be an EncodingModel from berg.get_encoding_model, got {type(model).__name__}")
+        raise InvalidArgumentError(f"model={type(model).__name__} is not valid: pass an EncodingModel from "
+                                   "berg.get_encoding_model")
     kind = model.card.stimulus_kind
     stimuli = as_stimulus_set(stimulus, kind, model.card.data["stimulus"].get("n_frames"))
     batch_size = DEFAULT_BATCH_SIZE[kind] if batch_size is None else batch_size

@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import torch
 
+from .errors import InvalidArgumentError
+
 
 def fold_scaler_projection(components: np.ndarray, mean: np.ndarray, scale: np.ndarray,
                            node_dims: Mapping[str, int], center: np.ndarray | None = None
@@ -40,7 +42,8 @@ def fold_scaler_projection(components: np.ndarray, mean: np.ndarray, scale: np.n
         blocks[node] = (components[:, cols] / scale[cols]).astype(np.float32)
         start += dim
     if start != components.shape[1]:
-        raise ValueError(f"node dims add up to {start}, but components have {components.shape[1]} columns")
+        raise InvalidArgumentError(f"node_dims add up to {start}, but components have {components.shape[1]} "
+                                   "columns; they must be equal")
     return blocks, bias.astype(np.float32)
 
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import nibabel as nib
 import numpy as np
 
-from .errors import BergError
+from .errors import InvalidArgumentError
 
 
 def fill_volume(values: np.ndarray, voxel_ijk: np.ndarray, volume_shape, fill_value: float = np.nan) -> np.ndarray:
@@ -62,7 +62,7 @@ def to_nifti(responses: np.ndarray, metadata: Mapping) -> nib.Nifti1Image:
     if responses.ndim == 2 and responses.shape[0] == 1:
         responses = responses[0]
     if responses.ndim not in (1, 2) or responses.shape[-1] != ijk.shape[0]:
-        raise BergError(f"responses have shape {responses.shape}; expected (n_stimuli, {ijk.shape[0]}) or "
+        raise InvalidArgumentError(f"responses have shape {responses.shape}; expected (n_stimuli, {ijk.shape[0]}) or "
                         f"({ijk.shape[0]},) to match metadata['voxel_ijk']")
     data = fill_volume(responses, ijk, metadata["volume_shape"], metadata.get("fill_value", np.nan))
     image = nib.Nifti1Image(data, np.asarray(metadata["affine"], dtype=np.float64))

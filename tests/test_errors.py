@@ -136,3 +136,21 @@ def test_cli_unknown_output_extension(tiny_model, berg_dir, tmp_path, capsys):
     code = cli_main(["encode", "test-resnet18", "--subject", "1", "x.png", "-o", str(tmp_path / "out.csv"),
                      "--berg-dir", str(berg_dir)])
     assert code == 2 and "unknown extension; valid: .npy" in capsys.readouterr().err
+
+
+def test_encode_needs_an_encoding_model(images):
+    with pytest.raises(errors.InvalidArgumentError, match=r"model=str is not valid: pass an EncodingModel"):
+        berg.encode("test-resnet18", images)
+
+
+def test_to_nifti_shape_mismatch(model, images):
+    responses, metadata = berg.encode(model, images, return_metadata=True)
+    with pytest.raises(errors.InvalidArgumentError, match=r"responses have shape"):
+        berg.to_nifti(responses[:, :-1], metadata)
+
+
+def test_fold_node_dims_mismatch():
+    from berg.readout import fold_scaler_projection
+
+    with pytest.raises(errors.InvalidArgumentError, match=r"node_dims add up to 5"):
+        fold_scaler_projection(np.ones((2, 6)), np.zeros(6), np.ones(6), {"a": 5})
