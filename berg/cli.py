@@ -35,9 +35,17 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--berg-dir", default=None, help="model files root (default: $BERG_HOME or the user cache)")
 
 
+def _check_output_suffix(path: Path, what: str) -> None:
+    if not path.name.lower().endswith(OUTPUT_SUFFIXES):
+        raise InvalidArgumentError(f"{what} {str(path)!r} has an unknown extension; valid: {', '.join(OUTPUT_SUFFIXES)}")
+
+
 def model_from_args(args: argparse.Namespace):
     """Build the encoding model the shared options describe."""
-    subject = args.subject if args.subject == "group" else int(args.subject)
+    try:
+        subject = int(args.subject)
+    except ValueError:  # "group", or a name the card's subject check rejects with the valid ones
+        subject = args.subject
     selection = {"roi": args.roi if len(args.roi or []) != 1 else args.roi[0]} if args.roi else None
     return api.get_encoding_model(args.model, subject=subject, selection=selection, device=args.device,
                                   backbone_weights=_backbone_weights(args.backbone_weights),
@@ -53,10 +61,8 @@ def encode_to_file(model, stimulus, n_stimuli: int, path: str | Path, show_progr
     metadata's scalars as attributes.
     """
     path = Path(path)
+    _check_output_suffix(path, "output")
     name = path.name.lower()
-    if not name.endswith(OUTPUT_SUFFIXES):
-        raise InvalidArgumentError(f"output {str(path)!r} has an unknown extension; valid: "
-                                   f"{', '.join(OUTPUT_SUFFIXES)}")
     shape, metadata = (n_stimuli, model.n_outputs), model.metadata
     with atomic_path(path) as tmp:
         if name.endswith(".npy"):
@@ -102,8 +108,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_encode(args: argparse.Namespace) -> int:
     output = Path(args.output)
-    if not output.name.lower().endswith(OUTPUT_SUFFIXES):
-        raise InvalidArgumentError(f"-o {str(output)!r} has an unknown extension; valid: {', '.join(OUTPUT_SUFFIXES)}")
+    _check_output_suffix(output, "-o")  # before the model is built
     inputs = args.inputs
     if len(inputs) == 1 and inputs[0].endswith(".npy"):
         stimulus = np.load(inputs[0], mmap_mode="r", allow_pickle=False)

@@ -154,3 +154,9 @@ def test_fold_node_dims_mismatch():
 
     with pytest.raises(errors.InvalidArgumentError, match=r"node_dims add up to 5"):
         fold_scaler_projection(np.ones((2, 6)), np.zeros(6), np.ones(6), {"a": 5})
+
+
+def test_cli_subject_that_is_not_a_number(tiny_model, berg_dir, tmp_path, capsys):
+    code = cli_main(["encode", "test-resnet18", "--subject", "one", "x.png", "-o", str(tmp_path / "out.npy"),
+                     "--berg-dir", str(berg_dir)])
+    assert code == 2 and "subject='one' is not valid" in capsys.readouterr().err
