@@ -23,10 +23,11 @@ from typing import Any
 import filelock
 from tqdm.auto import tqdm
 
-from ._io import write_json
-from .cards import ModelCard, packaged_cards
+from ._io import sha256_file, write_json
+from .cards import ModelCard
 from .config import default_berg_dir, is_offline
-from .errors import IntegrityError, MissingFilesError, OfflineError, UnknownModelError, close_matches
+from .errors import IntegrityError, MissingFilesError, OfflineError
+from .registry import get_card
 from .storage.legacy import convert_bmd_legacy, legacy_files, native_complete
 from .storage.native import native_paths
 
@@ -39,14 +40,14 @@ _HASH_BLOCK = 1 << 24
 
 
 def resolve_card(model: str | ModelCard) -> ModelCard:
-    """The packaged card of a model id (a :class:`ModelCard` is returned as is)."""
-    if isinstance(model, ModelCard):
-        return model
-    cards = {c.model_id: c for c in packaged_cards()}
-    if model not in cards:
-        raise UnknownModelError(f"model_id={model!r} is not a known model: valid ids are {', '.join(cards)}."
-                                + close_matches(model, cards))
-    return cards[model]
+    """The packaged card of a model id (a :class:`ModelCard` is returned as is).
+
+    Raises
+    ------
+    UnknownModelError
+        ``model`` is not a packaged model id.
+    """
+    return model if isinstance(model, ModelCard) else get_card(model)
 
 
 def _file_digests(path: Path, etag_part_size: int | None = None) -> tuple[str, str | None]:
@@ -174,7 +175,7 @@ def _needs_fetch(model_dir: Path, rel: str, manifest: dict[str, Any]) -> bool:
     path, entry = model_dir / rel, manifest.get(rel)
     if not path.is_file():
         return True
-    if entry is None or (path.stat().st_size == entry["size"] and _file_digests(path)[0] == entry["sha256"]):
+    if entry is None or (path.stat().st_size == entry["size"] and sha256_file(path) == entry["sha256"]):
         return False
     log.warning("%s does not match its recorded size and sha256; it will be fetched again", path)
     return True
