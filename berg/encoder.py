@@ -210,9 +210,8 @@ def _column_metadata(card: ModelCard, subject, meta: SubjectMetadata, sel: Selec
     }
 
 
-def _subject_readout(card: ModelCard, model_dir: Path, subject, meta: SubjectMetadata, sel: Selection,
+def _subject_readout(card: ModelCard, model_dir: Path, arrays: Mapping[str, np.ndarray], sel: Selection,
                      node_dims: Mapping[str, int]) -> Readout:
-    arrays = load_arrays(readout_path(model_dir, subject))
     prefix = "whole_brain." if sel.whole_brain else ""
     weight = torch.from_numpy(arrays[prefix + "weight"][sel.rows])
     bias = torch.from_numpy(arrays[prefix + "bias"][sel.rows])
@@ -261,9 +260,9 @@ def _subject_model(card: ModelCard, model_dir: Path, subject: int, selection) ->
     """A subject's readout for the selection and its column metadata."""
     _require(native_paths(model_dir, subject, card.has_projection), card, subject)
     meta = read_subject_metadata(model_dir, subject)
-    has_whole_brain = "whole_brain.bias" in _readout_keys(model_dir, subject)
-    sel = resolve_selection(selection, meta, has_whole_brain)
-    readout = _subject_readout(card, model_dir, subject, meta, sel, node_dims(card))
+    arrays = load_arrays(readout_path(model_dir, subject))
+    sel = resolve_selection(selection, meta, has_whole_brain="whole_brain.bias" in arrays)
+    readout = _subject_readout(card, model_dir, arrays, sel, node_dims(card))
     return readout, _column_metadata(card, subject, meta, sel)
 
 
@@ -289,9 +288,3 @@ def load_encoding_model(card: ModelCard, berg_dir: Path, subject, selection=None
                             "precision": precision, "channels_last": channels_last, "compiled": compile}
     return EncodingModel(card, subject, extractor, readout.to(device), metadata, device, precision)
 
-
-def _readout_keys(model_dir: Path, subject) -> set[str]:
-    from safetensors import safe_open
-
-    with safe_open(str(readout_path(model_dir, subject)), framework="numpy") as handle:
-        return set(handle.keys())
