@@ -27,7 +27,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from .errors import InvalidSelectionError, ModelFormatError, close_matches
-from .storage.native import load_arrays, metadata_paths, read_subject_metadata, readout_path
+from .storage.native import load_arrays, metadata_paths, read_subject_metadata, readout_path, subject_tag
 
 ROIS = ("EarlyVis", "OPA", "LOC", "RSC", "PPA")
 HEMISPHERES = ("LH", "RH")
@@ -39,7 +39,7 @@ MASK_THRESHOLD = 0.15
 
 def mni_map_path(model_dir: Path, subject: int) -> Path:
     """Path of a subject's subject -> MNI index map (``metadata/berg_mni_sub-0S.safetensors``)."""
-    return metadata_paths(model_dir, subject)[0].parent / f"berg_mni_sub-{int(subject):02d}.safetensors"
+    return metadata_paths(model_dir, subject)[0].parent / f"berg_mni_{subject_tag(int(subject))}.safetensors"
 
 
 def nearest_index(points: np.ndarray) -> np.ndarray:

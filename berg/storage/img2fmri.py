@@ -46,6 +46,7 @@ import numpy as np
 
 from .._io import sha256_file, write_json
 from .. import config
+from ..encoder import berg_version
 from ..errors import IntegrityError, MissingFilesError, ModelFormatError, OfflineError, UnsafePickleError
 from ..mni import HEMISPHERES, ROIS, fnirt_t1_voxels, mni_map_path, nanmean_fold, resample_index
 from .native import SubjectMetadata, readout_path, save_arrays, write_subject_metadata
@@ -303,16 +304,6 @@ def _subject_files(reader: WheelReader, subject: int) -> tuple[dict, SubjectMeta
     return readout, SubjectMetadata(info, arrays), {"mni_voxel": mni_voxel, "source_voxel": source[mni_voxel]}, header
 
 
-def berg_version() -> str:
-    """The installed berg version ("unknown" when berg runs from a source tree without metadata)."""
-    from importlib import metadata
-
-    try:
-        return metadata.version("berg")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def _is_complete(model_dir: Path) -> bool:
     try:
         marker = json.loads((model_dir / MARKER).read_text())
@@ -401,7 +392,6 @@ def register_cli(subparsers) -> None:
 
 
 def _run_cli(args) -> int:
-
     berg_dir = args.berg_dir if args.berg_dir is not None else config.default_berg_dir()
     print(import_img2fmri(berg_dir, wheel=args.wheel, force=args.force))
     return 0
