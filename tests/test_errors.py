@@ -160,3 +160,13 @@ def test_cli_subject_that_is_not_a_number(tiny_model, berg_dir, tmp_path, capsys
     code = cli_main(["encode", "test-resnet18", "--subject", "one", "x.png", "-o", str(tmp_path / "out.npy"),
                      "--berg-dir", str(berg_dir)])
     assert code == 2 and "subject='one' is not valid" in capsys.readouterr().err
+
+
+def test_damaged_readout_file(tiny_model, berg_dir):
+    from berg.registry import get_card
+    from berg.storage.native import readout_path
+
+    path = readout_path(berg_dir / get_card("test-resnet18", berg_dir).folder, 1)
+    path.write_bytes(b"not a safetensors file")
+    with pytest.raises(errors.ModelFormatError, match="cannot read model file"):
+        _model(berg_dir)
