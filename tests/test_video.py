@@ -83,6 +83,18 @@ def test_clip_longer_than_the_video_is_refused(ramp):
         list(iter_frames(ramp, rate_hz=-1))
 
 
+@pytest.mark.parametrize("kwargs, name", [({"rate_hz": "fast"}, "rate_hz"), ({"start_s": None}, "start_s"),
+                                          ({"rate_hz": [2]}, "rate_hz")])
+def test_non_numeric_times_are_refused(ramp, kwargs, name):
+    with pytest.raises(InvalidArgumentError, match=f"{name} must be"):
+        list(iter_frames(ramp, **kwargs))
+
+
+def test_non_numeric_clip_frames_are_refused(ramp):
+    with pytest.raises(InvalidArgumentError, match="n_frames must be an integer >= 1; got 'many'"):
+        clip_plan(probe(ramp), 1.0, "many", 1.0)
+
+
 def test_write_synthetic_video_checks_size_and_frames(tmp_path):
     with pytest.raises(InvalidArgumentError, match="even"):
         write_synthetic_video(tmp_path / "x.mp4", 3, 10, (7, 8), lambda i: np.zeros((7, 8, 3), np.uint8))
