@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import DatasetError, load_dataset
-from .metrics import accuracy_metrics, average_repeats, group_trials, noise_ceiling
+from .metrics import accuracy_metrics, averaged_responses, noise_ceiling
 from .report import summarize
 from .train import dataset_features, template_card
 
@@ -44,8 +44,6 @@ def evaluate(spec_path: str | Path, berg_dir: str | Path, model_id: str, backbon
         stimulus = [str(Path(ds.spec["_base"]) / stim["files"][r]) for r in rows]
     pred = berg.encode(model, stimulus, batch_size=batch_size)
     in_test = np.isin(ds.trial_stimulus, ds.test_ids)
-    shown, inverse, _ = group_trials(ds.trial_stimulus[in_test])
-    y = average_repeats(ds.trials[in_test], inverse, len(shown))
-    order = {s: i for i, s in enumerate(shown)}
+    y = averaged_responses(ds.trials[in_test], ds.trial_stimulus[in_test], ds.test_ids)
     nc = noise_ceiling(ds.trials[in_test], ds.trial_stimulus[in_test]) if ds.spec["noise_ceiling"] else None
-    return summarize(accuracy_metrics(y[[order[s] for s in ds.test_ids]], pred, nc), ds.rois)
+    return summarize(accuracy_metrics(y, pred, nc), ds.rois)

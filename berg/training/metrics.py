@@ -44,6 +44,16 @@ def average_repeats(trials: np.ndarray, inverse: np.ndarray, n_stimuli: int) -> 
     return (sums / counts[:, None]).astype(np.float32)
 
 
+def averaged_responses(trials: np.ndarray, stimulus_of_trial: np.ndarray, ids) -> np.ndarray:
+    """Repeat-averaged responses of the stimuli ``ids``, in that order: (len(ids), n_voxels) float32.
+
+    Every id must have at least one trial.
+    """
+    shown, inverse, _ = group_trials(stimulus_of_trial)
+    row = {s: i for i, s in enumerate(shown)}
+    return average_repeats(trials, inverse, len(shown))[[row[s] for s in ids]]
+
+
 def noise_ceiling(trials: np.ndarray, stimulus_of_trial: np.ndarray) -> np.ndarray:
     """Noise ceiling per voxel of repeat-averaged responses, from single trials (ncsnr).
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..api import default_berg_dir
 from ..cards import ModelCard, load_card, validate_card
+from ..config import default_berg_dir
 from ..readout import Readout, fold_scaler_projection
 from ..registry import get_card
 from .dataset import Dataset, DatasetError, load_dataset
 from .features import extract_features
-from .metrics import ACCURACY_UNITS, average_repeats, group_trials, noise_ceiling, accuracy_metrics
+from .metrics import ACCURACY_UNITS, accuracy_metrics, averaged_responses, noise_ceiling
 from .package import trained_card, write_model
 from .report import write_report
 from .ridge import DEFAULT_ALPHAS, fit_projection, fit_ridge_cv
@@ -104,7 +104,7 @@ def dataset_features(ds: Dataset, card: ModelCard, berg_dir: Path, fit: dict) ->
 def train(spec_path: str | Path, berg_dir: str | Path | None = None) -> TrainResult:
     """Train, evaluate and package an encoder from the dataset spec at ``spec_path`` into ``berg_dir``.
 
-    ``berg_dir`` defaults to :func:`berg.api.default_berg_dir` (``$BERG_HOME`` or the user cache folder).
+    ``berg_dir`` defaults to :func:`berg.config.default_berg_dir` (``$BERG_HOME`` or the user cache folder).
 
     The model goes to ``<berg_dir>/encoding_models/modality-fmri/train_dataset-{name}/model-{arch}/``
     (its accuracy report in ``encoding_models_accuracy/``) and its card to
@@ -119,17 +119,14 @@ def train(spec_path: str | Path, berg_dir: str | Path | None = None) -> TrainRes
     nodes = list(feats)
     x = np.concatenate([feats[n].reshape(len(ds.stimulus_ids), -1) for n in nodes], axis=1)
     row = {s: i for i, s in enumerate(ds.stimulus_ids)}
-    shown, inverse, _ = group_trials(ds.trial_stimulus)
-    y_all = average_repeats(ds.trials, inverse, len(shown))
-    y_row = {s: i for i, s in enumerate(shown)}
     train_rows = [row[s] for s in ds.train_ids]
     test_rows = [row[s] for s in ds.test_ids]
-    y_train = y_all[[y_row[s] for s in ds.train_ids]]
-    y_test = y_all[[y_row[s] for s in ds.test_ids]]
+    y_train, y_test = np.split(averaged_responses(ds.trials, ds.trial_stimulus, ds.train_ids + ds.test_ids),
+                               [len(train_rows)])
     n_comp = int(fit.get("n_components", min(100, len(train_rows) - 1, x.shape[1])))
+    alphas, n_folds = fit.get("alphas", DEFAULT_ALPHAS), int(fit.get("n_folds", 5))
     proj = fit_projection(x[train_rows], n_comp)
-    ridge = fit_ridge_cv(proj.transform(x[train_rows]), y_train, fit.get("alphas", DEFAULT_ALPHAS),
-                         int(fit.get("n_folds", 5)), device=fit.get("device", "cpu"))
+    ridge = fit_ridge_cv(proj.transform(x[train_rows]), y_train, alphas, n_folds, device=fit.get("device", "cpu"))
     dims = {n: int(np.prod(feats[n].shape[1:])) for n in nodes}
     blocks, pbias = fold_scaler_projection(proj.components, proj.mean, proj.scale, dims)
     readout = Readout(torch.from_numpy(ridge.coef), torch.from_numpy(ridge.intercept), dims,
@@ -152,11 +149,11 @@ def train(spec_path: str | Path, berg_dir: str | Path | None = None) -> TrainRes
         units=str(spec.get("units", "arbitrary")),
         description=f"Ridge encoder trained on dataset {spec['name']!r} from {arch} features ({', '.join(nodes)}) "
                     f"through a standard scaler and a {n_comp}-component PCA; alpha chosen per voxel by "
-                    f"{int(fit.get('n_folds', 5))}-fold cross-validation.")
+                    f"{n_folds}-fold cross-validation.")
     provenance = {"dataset": str(spec["name"]), "spec": str(Path(spec_path).resolve()), "template": card.model_id,
                   "backbone_weights": weights_identity, "n_train": len(train_rows), "n_test": len(test_rows),
-                  "n_components": n_comp, "alphas": [float(a) for a in fit.get("alphas", DEFAULT_ALPHAS)],
-                  "n_folds": int(fit.get("n_folds", 5)), "nan_policy": spec["nan_policy"],
+                  "n_components": n_comp, "alphas": [float(a) for a in alphas],
+                  "n_folds": n_folds, "nan_policy": spec["nan_policy"],
                   "dropped_voxels": ds.dropped_voxels}
     info = {"model_id": model_id, "subject": int(spec["subject"]), "n_voxels": n_vox, "n_rows": n_vox,
             "volume_shape": list(ds.grid_shape), "affine": np.asarray(ds.affine).tolist(),
