@@ -68,6 +68,19 @@ def test_missing_file_and_bad_options(feature_spec, tmp_path):
     _fails(spec, tmp_path / "berg", MissingFilesError, "'nope.tsv' does not exist")
 
 
+@pytest.mark.parametrize("changes, phrase", [
+    ({"fit": {"n_folds": "five"}}, "'fit.n_folds' is 'five'; valid: an integer"),
+    ({"fit": {"alphas": ["a", 1.0]}}, r"'fit.alphas' is \['a', 1.0\]; valid: a list of positive numbers"),
+    ({"fit": [1, 2]}, r"'fit' is \[1, 2\]; valid: a mapping"),
+    ({"stimuli": "stimuli.npy"}, "'stimuli' is 'stimuli.npy'; valid: a mapping"),
+    ({"subject": "one"}, "'subject' is 'one'; valid: an integer"),
+])
+def test_malformed_spec_values(feature_spec, tmp_path, changes, phrase):
+    spec, _ = feature_spec
+    _edit(spec, **changes)
+    _fails(spec, tmp_path / "berg", DatasetError, phrase)
+
+
 @pytest.mark.parametrize("policy", ["raise", "drop", "zero"])
 def test_nan_policy(feature_spec, tmp_path, policy):
     spec, data = feature_spec

@@ -101,6 +101,13 @@ def _id_list(base: Path, value, field_name: str) -> list[str]:
     return [line.strip() for line in _file(base, value, field_name).read_text().splitlines() if line.strip()]
 
 
+def _integer(value, field_name: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise DatasetError(f"dataset spec field {field_name!r} is {value!r}; valid: an integer") from None
+
+
 def load_spec(path: str | Path) -> dict[str, Any]:
     """Read a spec YAML and check its fields (not yet the files)."""
     path = Path(path)
@@ -114,6 +121,11 @@ def load_spec(path: str | Path) -> dict[str, Any]:
         raise DatasetError(f"dataset spec {path}: expected a mapping of fields, got {type(spec).__name__}")
     for key in ("name", "template", "stimuli", "responses", "trials", "split"):
         _require(spec, key, str(path))
+    fit = spec.get("fit") or {}
+    for key, value in {"stimuli": spec["stimuli"], "responses": spec["responses"], "split": spec["split"],
+                       "fit": fit}.items():
+        if not isinstance(value, dict):
+            raise DatasetError(f"dataset spec field {key!r} is {value!r}; valid: a mapping of fields")
     kind = spec["stimuli"].get("kind")
     if kind not in STIMULUS_KINDS:
         raise DatasetError(f"dataset spec field 'stimuli.kind' is {kind!r}; valid: {', '.join(STIMULUS_KINDS)}")
@@ -121,7 +133,16 @@ def load_spec(path: str | Path) -> dict[str, Any]:
     if policy not in NAN_POLICIES:
         raise DatasetError(f"dataset spec field 'nan_policy' is {policy!r}; valid: {', '.join(NAN_POLICIES)}")
     spec.setdefault("noise_ceiling", True)
-    spec.setdefault("subject", 1)
+    _integer(spec.setdefault("subject", 1), "subject")
+    for key in ("n_components", "n_folds", "batch_size"):
+        if key in fit:
+            _integer(fit[key], f"fit.{key}")
+    if "alphas" in fit:
+        try:
+            np.asarray(fit["alphas"], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise DatasetError(f"dataset spec field 'fit.alphas' is {fit['alphas']!r}; valid: a list of positive "
+                               "numbers") from None
     spec["_base"] = str(path.parent.resolve())
     return spec
 
