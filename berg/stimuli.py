@@ -8,7 +8,7 @@ different sizes come out as a list of (3, H, W) tensors. Clips are cut to the ca
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,10 +80,6 @@ class StimulusSet:
 
     n: int
     load: Callable[[int, int], Batch]
-
-    def batches(self, batch_size: int) -> Iterator[Batch]:
-        for start in range(0, self.n, batch_size):
-            yield self.load(start, min(start + batch_size, self.n))
 
 
 def _array_set(array: np.ndarray, kind: str, n_frames: int | None) -> StimulusSet:
