@@ -154,8 +154,6 @@ class ModelCard:
         valid = self.subjects + (["group"] if self.has_group else [])
         if isinstance(subject, str) and subject.strip().lower() == "group" and self.has_group:
             return "group"
-        if isinstance(subject, (int,)) and not isinstance(subject, bool) and subject in self.subjects:
-            return int(subject)
         if hasattr(subject, "__index__") and not isinstance(subject, (bool, str)) and int(subject) in self.subjects:
             return int(subject)
         raise InvalidSubjectError(
