@@ -48,10 +48,11 @@ def get_model_metadata(model_id: str, subject: int | str = 1, berg_dir: str | os
     from .encoder import _require  # one message for missing files
     from .storage.native import metadata_paths
 
-    card = registry.get_card(model_id, _dir(berg_dir))
+    berg_dir = _dir(berg_dir)
+    card = registry.get_card(model_id, berg_dir)
     subject = card.check_subject(subject)
-    ensure_model_files(card, _dir(berg_dir), subject)
-    model_dir = _dir(berg_dir) / card.folder
+    ensure_model_files(card, berg_dir, subject)
+    model_dir = berg_dir / card.folder
     _require(list(metadata_paths(model_dir, subject)), card, subject)
     meta = read_subject_metadata(model_dir, subject)
     info = dict(meta.info)
@@ -96,9 +97,10 @@ def get_encoding_model(model_id: str, subject: int | str = 1, selection: dict | 
     compile : bool
         Run the backbone through ``torch.compile`` (a slow first batch, then faster on GPUs).
     """
-    card = registry.get_card(model_id, _dir(berg_dir))
-    ensure_model_files(card, _dir(berg_dir), card.check_subject(subject))
-    return load_encoding_model(card, _dir(berg_dir), subject, selection, device, backbone_weights, verify_hash,
+    berg_dir = _dir(berg_dir)
+    card = registry.get_card(model_id, berg_dir)
+    ensure_model_files(card, berg_dir, card.check_subject(subject))
+    return load_encoding_model(card, berg_dir, subject, selection, device, backbone_weights, verify_hash,
                                sigma, precision, channels_last, compile)
 
 
