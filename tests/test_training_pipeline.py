@@ -74,6 +74,9 @@ def test_missing_file_and_bad_options(feature_spec, tmp_path):
     ({"fit": [1, 2]}, r"'fit' is \[1, 2\]; valid: a mapping"),
     ({"stimuli": "stimuli.npy"}, "'stimuli' is 'stimuli.npy'; valid: a mapping"),
     ({"subject": "one"}, "'subject' is 'one'; valid: an integer"),
+    ({"rois": ["roi-signal.nii.gz"]}, "'rois' is \\['roi-signal.nii.gz'\\]; valid: a mapping"),
+    ({"grid": {"shape": [91, 109], "affine": np.eye(4).tolist()}}, "'grid' is .*; valid: shape \\(3 integers\\)"),
+    ({"grid": {"shape": [91, 109, 91], "affine": "eye"}}, "'grid' is .*; valid: shape .* and affine \\(4 x 4"),
 ])
 def test_malformed_spec_values(feature_spec, tmp_path, changes, phrase):
     spec, _ = feature_spec

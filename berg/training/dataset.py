@@ -123,7 +123,7 @@ def load_spec(path: str | Path) -> dict[str, Any]:
         _require(spec, key, str(path))
     fit = spec.get("fit") or {}
     for key, value in {"stimuli": spec["stimuli"], "responses": spec["responses"], "split": spec["split"],
-                       "fit": fit}.items():
+                       "fit": fit, "grid": spec.get("grid") or {}, "rois": spec.get("rois") or {}}.items():
         if not isinstance(value, dict):
             raise DatasetError(f"dataset spec field {key!r} is {value!r}; valid: a mapping of fields")
     kind = spec["stimuli"].get("kind")
@@ -172,7 +172,14 @@ def _read_responses(spec: dict) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]
                     raise DatasetError(f"responses file {path}: dataset {key!r} is missing; it holds {sorted(f)}")
             trials = np.asarray(f[resp["dataset"]], dtype=np.float32)
             ijk = np.asarray(f[resp["voxel_ijk"]], dtype=np.int32)
-        shape, affine = tuple(int(s) for s in grid["shape"]), np.asarray(grid["affine"], dtype=np.float64)
+        shape, affine = _require(grid, "shape", "grid"), _require(grid, "affine", "grid")
+        try:
+            shape, affine = tuple(int(s) for s in shape), np.asarray(affine, dtype=np.float64)
+        except (TypeError, ValueError):
+            shape, affine = (), np.empty(0)
+        if len(shape) != 3 or affine.shape != (4, 4):
+            raise DatasetError(f"dataset spec field 'grid' is {grid!r}; valid: shape (3 integers) and affine (4 x 4 "
+                               "numbers)")
     elif kind == "nifti":
         img = nib.load(str(_file(base, _require(resp, "path", "responses"), "responses.path")))
         mask_img = nib.load(str(_file(base, _require(resp, "mask", "responses"), "responses.mask")))
