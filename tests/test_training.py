@@ -117,6 +117,8 @@ def test_bad_options():
         fit_ridge_cv(np.zeros((10, 2)), np.zeros((10, 3)), n_folds=1)
     with pytest.raises(TrainingError, match="noise_fraction"):
         make_synthetic(noise_fraction=1.5)
+    with pytest.raises(TrainingError, match=r"signal_var=\(0.5, 1.0, 2.0\) is not valid: a \(low, high\) tuple"):
+        make_synthetic(signal_var=(0.5, 1.0, 2.0))
 
 
 def test_truth_in_top_components_is_reachable_with_that_many_components():

@@ -66,8 +66,9 @@ class SyntheticData:
 
 def _per_voxel(value, n: int, rng: np.random.Generator, name: str) -> np.ndarray:
     if isinstance(value, tuple):
-        lo, hi = value
-        out = rng.uniform(lo, hi, n)
+        if len(value) != 2:
+            raise TrainingError(f"{name}={value!r} is not valid: a (low, high) tuple has 2 values")
+        out = rng.uniform(*value, n)
     else:
         out = np.broadcast_to(np.asarray(value, dtype=np.float64), (n,)).copy()
     if np.any(out < 0):
