@@ -10,11 +10,12 @@ from .api import (BERG, default_berg_dir, describe, get_encoding_model, get_mode
                   list_models)
 from .encoder import EncodingModel, berg_version, encode
 from .errors import BergError
+from .fetch import download
 from .movie import MovieResult, predict_movie
 from .spaces import to_nifti
 
 __version__ = berg_version()
 
-__all__ = ["BERG", "BergError", "EncodingModel", "MovieResult", "default_berg_dir", "describe", "encode",
+__all__ = ["BERG", "BergError", "EncodingModel", "MovieResult", "default_berg_dir", "describe", "download", "encode",
            "get_encoding_model", "get_model_catalog", "get_model_metadata", "list_models", "predict_movie", "to_nifti",
            "__version__"]

@@ -8,7 +8,7 @@ from typing import Any
 
 from . import registry
 from .config import default_berg_dir
-from .download import ensure_model_files
+from .fetch import ensure_model_files
 from .encoder import EncodingModel, encode, load_encoding_model
 from .storage.native import read_subject_metadata
 

@@ -143,11 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_encode)
 
-    from . import download, movie
+    from . import fetch, movie
     from .storage import img2fmri
     from .training import cli as training_cli
 
-    for module in (download, img2fmri, movie, training_cli):
+    for module in (fetch, img2fmri, movie, training_cli):
         module.register_cli(sub)
     return parser
 

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from berg import download as dl
+from berg import fetch as dl
 from berg.errors import OfflineError
 from berg.storage.legacy import native_complete
 from berg.storage.native import load_arrays, projection_path, readout_path
@@ -147,7 +147,7 @@ def test_offline_with_files_present_makes_no_network_call(bucket, tmp_path, monk
 def test_four_processes_end_with_one_verified_copy(bucket, tmp_path):
     # The package root is stood in for so that each process imports only the distribution code, not torch.
     code = ("import sys, types; pkg = types.ModuleType('berg'); pkg.__path__ = [sys.argv[3]]; sys.modules['berg'] = pkg; "
-            "from berg import download as dl; from tests._s3_support import tiny_card; "
+            "from berg import fetch as dl; from tests._s3_support import tiny_card; "
             "dl.download(tiny_card(), subjects=[1, 2], berg_dir=sys.argv[1], endpoint_url=sys.argv[2], "
             "show_progress=False)")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -271,3 +271,9 @@ def test_download_then_get_encoding_model_and_encode(bucket, tmp_path):
                                   backbone_weights=None, device="cpu")
     rows = files["metadata/metadata_sub-01.npy"]["fmri"]["rois"]["lFFA"][0]
     assert berg.encode(roi, video).shape == (2, rows.size)
+
+
+def test_download_is_a_public_function():
+    import berg
+
+    assert berg.download is dl.download  # berg.download(...) works, as berg download does on the command line
