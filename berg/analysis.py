@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, as_number
 
 
 class InvalidDataError(InvalidArgumentError):
@@ -37,7 +37,7 @@ def dct_basis(n_timepoints: int, tr: float, cutoff_s: float) -> np.ndarray:
     numpy.ndarray
         (n_timepoints, n_components) float64; column 0 is the constant.
     """
-    if not tr > 0 or not cutoff_s > 0:
+    if not as_number(tr) > 0 or not as_number(cutoff_s) > 0:
         raise InvalidDataError(f"tr and cutoff_s must be positive seconds; got tr={tr!r}, cutoff_s={cutoff_s!r}.")
     n_comp = min(n_timepoints, int(np.floor(2.0 * n_timepoints * tr / cutoff_s)) + 1)
     t = (np.arange(n_timepoints) + 0.5)[:, None]
@@ -147,12 +147,12 @@ def boundary_triggered_average(similarity, boundaries, window: int = 5, n_permut
     if sim.ndim != 2 or sim.shape[0] != sim.shape[1] or sim.shape[0] < 3:
         raise InvalidDataError(f"similarity must be a square (n, n) matrix with n >= 3; got shape {sim.shape}.")
     n = sim.shape[0]
-    b = np.asarray(boundaries, dtype=np.int64).reshape(-1)
-    if b.size == 0 or b.min() < 1 or b.max() > n - 1:
-        raise InvalidDataError(f"boundaries must be scan indices in 1..{n - 1}; got {b.tolist()}.")
+    b = np.asarray(boundaries).reshape(-1)
+    if b.size == 0 or not np.issubdtype(b.dtype, np.integer) or b.min() < 1 or b.max() > n - 1:
+        raise InvalidDataError(f"boundaries must be integer scan indices in 1..{n - 1}; got {b.tolist()}.")
     if alternative not in ("less", "greater", "two-sided"):
         raise InvalidDataError(f"alternative={alternative!r}; valid values are 'less', 'greater', 'two-sided'.")
-    if int(window) < 0 or int(n_permutations) < 1:
+    if not (as_number(window) >= 0 and as_number(n_permutations) >= 1):
         raise InvalidDataError(f"window must be >= 0 and n_permutations >= 1; got {window!r}, {n_permutations!r}.")
     adjacent = np.full(n, np.nan)
     adjacent[1:] = np.diagonal(sim, offset=1)  # adjacent[t] = sim[t - 1, t]

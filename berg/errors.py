@@ -65,6 +65,14 @@ class OfflineError(MissingFilesError):
     """Files are missing and ``BERG_OFFLINE=1`` forbids fetching them."""
 
 
+def as_number(value) -> float:
+    """``float(value)``, or NaN where ``value`` is not a number, so that range checks reject it."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def close_matches(given: str, valid: Iterable[str], n: int = 3) -> str:
     """Return ``" Did you mean: a, b?"`` for the closest valid names, or ``""``."""
     matches = difflib.get_close_matches(str(given), [str(v) for v in valid], n=n, cutoff=0.5)

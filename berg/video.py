@@ -18,7 +18,7 @@ import av
 import numpy as np
 
 from ._io import atomic_path
-from .errors import InvalidArgumentError, InvalidStimulusError
+from .errors import InvalidArgumentError, InvalidStimulusError, as_number
 
 _EPS = 1e-9
 
@@ -162,18 +162,10 @@ def read_frames(path: str | os.PathLike, indices: Sequence[int]) -> np.ndarray:
     return np.stack([found[i] for i in wanted.tolist()])
 
 
-def _as_float(value) -> float:
-    """``float(value)``, or NaN where ``value`` is not a number (so range checks reject it)."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def _check_positive(name: str, value: float | None, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
-    number = _as_float(value)
+    number = as_number(value)
     if not math.isfinite(number) or number <= 0:
         raise InvalidArgumentError(f"{name} must be a positive number of seconds or Hz; got {value!r}.")
 
@@ -202,7 +194,7 @@ def iter_frames(
         uint8, shape (H, W, 3), RGB.
     """
     _check_positive("rate_hz", rate_hz, allow_none=True)
-    if not math.isfinite(_as_float(start_s)) or _as_float(start_s) < 0:
+    if not math.isfinite(as_number(start_s)) or as_number(start_s) < 0:
         raise InvalidArgumentError(f"start_s must be a finite number of seconds >= 0; got {start_s!r}.")
     if rate_hz is None:
         for time_s, frame in _decoded(path, start_s):
@@ -240,7 +232,7 @@ def clip_plan(info: VideoInfo, clip_s: float, n_frames: int, stride_s: float) ->
     """
     _check_positive("clip_s", clip_s)
     _check_positive("stride_s", stride_s)
-    if not _as_float(n_frames) >= 1:
+    if not as_number(n_frames) >= 1:
         raise InvalidArgumentError(f"n_frames must be an integer >= 1; got {n_frames!r}.")
     if clip_s > info.duration_s + _EPS:
         raise InvalidStimulusError(

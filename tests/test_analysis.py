@@ -87,3 +87,20 @@ def test_plot_similarity_draws_the_matrix():
     np.testing.assert_allclose(ax.images[0].get_array(), sim)
     assert ax.get_title() == "untrained backbone" and ax.get_xlabel() == "time (s)"
     assert len(ax.lines) == 2 * len(boundaries)
+
+
+@pytest.mark.parametrize("kwargs", [{"window": "wide"}, {"n_permutations": None}, {"boundaries": [1.5, 3]}])
+def test_non_numeric_arguments_get_typed_errors(kwargs):
+    from berg.analysis import InvalidDataError, boundary_triggered_average
+
+    sim = np.eye(6)
+    args = {"boundaries": [2, 4], **kwargs}
+    with pytest.raises(InvalidDataError):
+        boundary_triggered_average(sim, **args)
+
+
+def test_non_numeric_tr_gets_a_typed_error():
+    from berg.analysis import InvalidDataError, dct_basis
+
+    with pytest.raises(InvalidDataError, match="tr and cutoff_s must be positive seconds"):
+        dct_basis(10, "2s", 128.0)
