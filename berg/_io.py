@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,34 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty folder beside ``target`` to fill; on success it takes ``target``'s place.
+
+    A previous ``target`` is removed only once the new folder is in place (and put back if the swap fails). On any
+    exception the new folder is removed and ``target`` is left as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
+    build.chmod(0o755)
+    stale = None
+    try:
+        yield build
+        stale = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+        if target.exists():
+            os.replace(target, stale / "previous")
+        os.replace(build, target)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        if stale is not None and (stale / "previous").exists() and not target.exists():
+            os.replace(stale / "previous", target)
+        raise
+    finally:
+        if stale is not None:
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from .._io import sha256_file, write_json
+from .._io import atomic_dir, sha256_file, write_json
 from .. import config
 from ..encoder import berg_version
 from ..errors import IntegrityError, MissingFilesError, ModelFormatError, OfflineError, UnsafePickleError
@@ -340,23 +339,8 @@ def import_img2fmri(berg_dir: str | os.PathLike, wheel: str | os.PathLike | None
     with FileLock(str(target.parent / f".{target.name}.lock")):
         if not force and _is_complete(target):  # another process finished it meanwhile
             return target
-        build = Path(tempfile.mkdtemp(prefix=f".{target.name}.import-", dir=target.parent))
-        stale = None
-        try:
-            build.chmod(0o755)
+        with atomic_dir(target) as build:
             _write_model(build, path)
-            stale = Path(tempfile.mkdtemp(prefix=f".{target.name}.stale-", dir=target.parent))
-            if target.exists():
-                os.replace(target, stale / "model")
-            os.replace(build, target)
-        except BaseException:
-            shutil.rmtree(build, ignore_errors=True)
-            if stale is not None and (stale / "model").exists() and not target.exists():
-                os.replace(stale / "model", target)  # put the previous import back
-            raise
-        finally:
-            if stale is not None:
-                shutil.rmtree(stale, ignore_errors=True)
     log.info("imported %s into %s", WHEEL_NAME, target)
     return target
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from .._io import atomic_path
+from .._io import atomic_dir, atomic_path
 from ..cards import ModelCard, validate_card
 from ..storage.native import (SubjectMetadata, projection_path, readout_path, save_arrays,
                               write_subject_metadata)
@@ -38,17 +35,6 @@ def trained_card(template: ModelCard, *, model_id: str, dataset: str, subject: i
     return validate_card(data, f"<trained card {model_id}>")
 
 
-def _replace_dir(tmp: Path, target: Path) -> None:
-    """Move a finished folder onto ``target``; an older one is removed only after the new one is in place."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old is not None:
-        shutil.rmtree(old)
-
-
 def write_model(berg_dir: str | Path, card: ModelCard, *, subject: int, projection: dict[str, np.ndarray],
                 projection_bias: np.ndarray, weight: np.ndarray, bias: np.ndarray, info: dict[str, Any],
                 arrays: dict[str, np.ndarray], extra=None) -> tuple[Path, Path]:
@@ -66,19 +52,13 @@ def write_model(berg_dir: str | Path, card: ModelCard, *, subject: int, projecti
     """
     berg_dir = Path(berg_dir)
     target = berg_dir / card.folder
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:
         save_arrays(projection_path(tmp), {**{f"weight.{n}": w for n, w in projection.items()},
                                            "bias": projection_bias})
         save_arrays(readout_path(tmp, subject), {"weight": weight, "bias": bias})
         write_subject_metadata(tmp, subject, SubjectMetadata(info=info, arrays=arrays))
         if extra is not None:
             extra(tmp)
-        _replace_dir(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     card_path = berg_dir / "model_cards" / f"{card.model_id}.yaml"
     with atomic_path(card_path) as t:
         t.write_text(yaml.safe_dump(card.to_dict(), sort_keys=False))
