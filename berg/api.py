@@ -9,7 +9,7 @@ from typing import Any
 from . import registry
 from .config import default_berg_dir
 from .fetch import ensure_model_files
-from .encoder import EncodingModel, encode, load_encoding_model
+from .encoder import EncodingModel, encode, load_encoding_model, require_files
 from .storage.native import read_subject_metadata
 
 
@@ -45,7 +45,6 @@ def get_model_metadata(model_id: str, subject: int | str = 1, berg_dir: str | os
         The metadata JSON's fields plus ``voxel_ijk`` (n_voxels, 3), ``rois`` {name: voxel indices} and
         ``accuracy`` {name: (n_voxels,) array}.
     """
-    from .encoder import _require  # one message for missing files
     from .storage.native import metadata_paths
 
     berg_dir = _dir(berg_dir)
@@ -53,7 +52,7 @@ def get_model_metadata(model_id: str, subject: int | str = 1, berg_dir: str | os
     subject = card.check_subject(subject)
     ensure_model_files(card, berg_dir, subject)
     model_dir = berg_dir / card.folder
-    _require(list(metadata_paths(model_dir, subject)), card, subject)
+    require_files(list(metadata_paths(model_dir, subject)), card, subject)
     meta = read_subject_metadata(model_dir, subject)
     info = dict(meta.info)
     info["voxel_ijk"] = meta.voxel_ijk

@@ -171,7 +171,8 @@ def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_p
     return (responses, model.metadata) if return_metadata else responses
 
 
-def _require(paths: list[Path], card: ModelCard, subject) -> None:
+def require_files(paths: list[Path], card: ModelCard, subject) -> None:
+    """Raise :class:`MissingFilesError` naming every path in ``paths`` that is not a file, and how to get it."""
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise MissingFilesError(
@@ -234,7 +235,8 @@ def _group_model(card: ModelCard, model_dir: Path, selection, sigma: float | Non
     from .mni import group_readout, group_zscore, mni_map_path
 
     for s in card.subjects:
-        _require(native_paths(model_dir, s, card.has_projection) + [mni_map_path(model_dir, s)], card, "group")
+        require_files(native_paths(model_dir, s, card.has_projection) + [mni_map_path(model_dir, s)], card,
+                      "group")
     selection = selection or {}
     if any(k != "roi" for k in selection):
         raise InvalidSelectionError(f"selection={dict(selection)!r} is not valid for subject='group': "
@@ -258,7 +260,7 @@ def _group_model(card: ModelCard, model_dir: Path, selection, sigma: float | Non
 
 def _subject_model(card: ModelCard, model_dir: Path, subject: int, selection) -> tuple[Readout, dict[str, Any]]:
     """A subject's readout for the selection and its column metadata."""
-    _require(native_paths(model_dir, subject, card.has_projection), card, subject)
+    require_files(native_paths(model_dir, subject, card.has_projection), card, subject)
     meta = read_subject_metadata(model_dir, subject)
     arrays = load_arrays(readout_path(model_dir, subject))
     sel = resolve_selection(selection, meta, has_whole_brain="whole_brain.bias" in arrays)
