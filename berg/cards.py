@@ -194,25 +194,30 @@ def validate_card(data: Any, path: str) -> ModelCard:
     return ModelCard(data=data, path=path)
 
 
+def _parse_card(text: str, path: str) -> ModelCard:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ModelCardError(f"model card {path}: cannot be read as YAML: {exc}") from exc
+    return validate_card(data, path)
+
+
 def load_card(path: str | Path) -> ModelCard:
     """Read and validate one YAML model card."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ModelCardError(f"model card {path}: cannot be read as YAML: {exc}") from exc
-    return validate_card(data, str(path))
-
-
-def _packaged_cards_folder() -> Path:
-    """``berg.model_cards`` in an installed wheel; the repository's ``model_cards/`` in a source checkout."""
-    try:
-        return Path(str(resources.files("berg.model_cards")))
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "model_cards"
+        text = path.read_text()
+    except OSError as exc:
+        raise ModelCardError(f"model card {path}: cannot be read: {exc}") from exc
+    return _parse_card(text, str(path))
 
 
 def packaged_cards() -> list[ModelCard]:
-    """The cards that ship with berg, sorted by model id."""
-    cards = [load_card(path) for path in _packaged_cards_folder().glob("*.yaml")]
+    """The cards that ship with berg (the ``berg.model_cards`` package), sorted by model id.
+
+    Read through :mod:`importlib.resources`, so they are found in a wheel, a zip or an editable install alike.
+    """
+    folder = resources.files("berg.model_cards")
+    cards = [_parse_card(entry.read_text(), f"berg/model_cards/{entry.name}")
+             for entry in folder.iterdir() if entry.name.endswith(".yaml")]
     return sorted(cards, key=lambda c: c.model_id)

@@ -28,7 +28,7 @@ TINY_VOLUME = (6, 7, 5)
 
 def bmd_card_data() -> dict[str, Any]:
     """The packaged fmri-bmd-s3d card's content."""
-    return yaml.safe_load((REPO / "model_cards" / "fmri-bmd-s3d.yaml").read_text())
+    return yaml.safe_load((REPO / "berg" / "model_cards" / "fmri-bmd-s3d.yaml").read_text())
 
 
 def tiny_card(n_components: int = 5) -> ModelCard:
