@@ -17,7 +17,8 @@ from berg import fetch as dl
 from berg.errors import OfflineError
 from berg.storage.legacy import native_complete
 from berg.storage.native import load_arrays, projection_path, readout_path
-from tests._s3_support import BUCKET, REPO, free_port, s3_client, tiny_card, upload_tree, write_bmd_tree
+from tests._berg_producer import write_berg_tree
+from tests._s3_support import BUCKET, REPO, free_port, s3_client, tiny_card, upload_tree
 
 SUBJECT_FILES = ["encoding_models_weights/pca_weights.npy", "encoding_models_weights/weights_sub-01.npy",
                  "metadata/metadata_sub-01.npy"]
@@ -39,7 +40,7 @@ def bucket(s3_server, tmp_path_factory):
     """The tiny model's files in BERG's key layout, plus a multipart object."""
     card = tiny_card()
     src = tmp_path_factory.mktemp("bucket")
-    files = write_bmd_tree(src, card, [1, 2])
+    files = write_berg_tree(src, card, [1, 2], tmp_path_factory.mktemp("bmd"))
     client = s3_client(s3_server)
     client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
     upload_tree(client, src, card.data["sources"][0]["prefix"])

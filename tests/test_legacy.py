@@ -14,9 +14,11 @@ import pytest
 from numpy.lib import format as npy_format
 
 from berg.errors import ModelFormatError, UnsafePickleError
-from berg.storage.legacy import OpaqueObject, convert_bmd_legacy, load_legacy_npy
+from berg.storage.legacy import convert_bmd_legacy, load_legacy_npy
+from berg.storage.safe_pickle import PickledRecord
 from berg.storage.native import load_arrays, projection_path, read_subject_metadata, readout_path
-from tests._s3_support import tiny_card, write_bmd_tree, save_pickled
+from tests._berg_producer import roi_columns, save_pickled, write_berg_tree
+from tests._s3_support import tiny_card
 
 
 def _write_object_npy(path, obj, protocol):
@@ -103,14 +105,14 @@ def test_nifti_header_loads_as_inert_record(tmp_path):
     header.set_sform(affine, code=4)
     save_pickled(tmp_path / "m.npy", {"h": header})
     value, _ = load_legacy_npy(tmp_path / "m.npy")
-    assert isinstance(value["h"], OpaqueObject) and value["h"].class_name == "nibabel.nifti1.Nifti1Header"
+    assert isinstance(value["h"], PickledRecord) and value["h"].class_name == "nibabel.nifti1.Nifti1Header"
     np.testing.assert_array_equal(value["h"].state["_structarr"]["srow_x"], affine[0])
 
 
 @pytest.fixture()
 def converted(tmp_path):
     card = tiny_card()
-    files = write_bmd_tree(tmp_path, card, [1])
+    files = write_berg_tree(tmp_path, card, [1], tmp_path / "bmd")
     convert_bmd_legacy(tmp_path, card, 1)
     return card, tmp_path, files
 
@@ -143,10 +145,11 @@ def test_metadata_voxels_rois_and_accuracy(converted):
     assert meta.n_voxels == card.data["n_voxels"][1]
     np.testing.assert_array_equal(meta.voxel_ijk, np.argwhere(sub_mask))
     assert meta.info["affine"] == stored["fmri"]["sub_mask_affine"].tolist()
+    assert meta.info["group_affine"] == stored["fmri"]["group_mask_affine"].tolist()
     assert meta.info["volume_shape"] == list(sub_mask.shape)
     assert meta.roi_names == card.data["rois"]
     for name in card.data["rois"]:
-        np.testing.assert_array_equal(meta.roi_rows(name), stored["fmri"]["rois"][name][0])
+        np.testing.assert_array_equal(meta.roi_rows(name), roi_columns(files, 1, name))
     np.testing.assert_array_equal(meta.arrays["group_mask_ijk"], np.argwhere(stored["fmri"]["group_mask"]))
     acc, enc = meta.accuracy(), stored["encoding_models"]
     nc = enc["noiseceiling_task_test_n_10"] / 100
@@ -172,7 +175,7 @@ def test_second_conversion_is_skipped(converted):
 
 def test_voxel_count_mismatch_writes_no_subject_files(tmp_path):
     card = tiny_card()
-    write_bmd_tree(tmp_path, card, [1])
+    write_berg_tree(tmp_path, card, [1], tmp_path / "bmd")
     data = card.to_dict()
     data["n_voxels"][1] += 1
     from berg.cards import validate_card
@@ -184,7 +187,7 @@ def test_voxel_count_mismatch_writes_no_subject_files(tmp_path):
 
 def test_affine_from_header_when_no_affine_is_stored(tmp_path):
     card = tiny_card()
-    files = write_bmd_tree(tmp_path, card, [1])
+    files = write_berg_tree(tmp_path, card, [1], tmp_path / "bmd")
     meta = files["metadata/metadata_sub-01.npy"]
     affine = meta["fmri"].pop("sub_mask_affine")
     header = nib.Nifti1Header()

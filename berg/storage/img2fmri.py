@@ -18,8 +18,8 @@ model-resnet18/``, for each subject ``S`` (tag ``sub-0S``) the files of :mod:`be
 
 ``metadata/berg_import.json`` is written last and marks the folder complete. The folder is built as a
 temporary sibling and renamed into place, so an interrupted import leaves no model behind.
-The Ridge pickles are read by a restricted unpickler: only numpy array reconstruction, plain containers and
-the Ridge class (mapped to a plain attribute holder) are admitted; nothing of scikit-learn is imported.
+The Ridge pickles are read by berg's restricted unpickler (:mod:`berg.storage.safe_pickle`): a Ridge loads as an
+inert record of its attributes, and nothing of scikit-learn is imported.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import io
 import json
 import logging
 import os
-import pickle
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,7 @@ from ..encoder import berg_version
 from ..errors import IntegrityError, MissingFilesError, ModelFormatError, OfflineError, UnsafePickleError
 from ..mni import HEMISPHERES, ROIS, fnirt_t1_voxels, mni_map_path, nanmean_fold, resample_index
 from .native import SubjectMetadata, readout_path, save_arrays, write_subject_metadata
+from .safe_pickle import PickledRecord, restricted_load
 
 log = logging.getLogger(__name__)
 
@@ -149,40 +149,7 @@ def _download(cache: Path, command: str) -> Path:
     return target
 
 
-class _Attributes:
-    """What a pickled Ridge becomes: a plain holder of its attributes."""
-
-
-def _reconstruct(subtype, shape, dtype):
-    if subtype is not np.ndarray:
-        raise UnsafePickleError(f"pickle asks for an array of type {subtype!r}; only numpy.ndarray is allowed")
-    return np.ndarray.__new__(np.ndarray, shape, np.dtype(dtype))
-
-
-def _scalar(dtype, data):
-    if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, bytes):
-        raise UnsafePickleError(f"pickle asks for a numpy scalar of dtype {dtype!r}; only plain dtypes are allowed")
-    return np.frombuffer(data, dtype=dtype, count=1)[0]
-
-
-_ALLOWED = {
-    ("sklearn.linear_model._ridge", "Ridge"): _Attributes,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy.core.multiarray", "scalar"): _scalar,
-    ("numpy._core.multiarray", "scalar"): _scalar,
-}
-
-
-class _RidgeUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        try:
-            return _ALLOWED[(module, name)]
-        except KeyError:
-            raise UnsafePickleError(f"pickle asks for {module}.{name}; only numpy arrays, plain containers and "
-                                    "sklearn's Ridge are allowed") from None
+RIDGE_CLASS = "sklearn.linear_model._ridge.Ridge"
 
 
 @dataclass(frozen=True)
@@ -197,12 +164,13 @@ class RidgeParams:
 def read_ridge(data: bytes, name: str = "pickle") -> RidgeParams:
     """Parameters of a pickled scikit-learn Ridge, read without executing code or importing scikit-learn."""
     try:
-        obj = _RidgeUnpickler(io.BytesIO(data)).load()
+        obj = restricted_load(io.BytesIO(data), name)
     except UnsafePickleError:
         raise
     except Exception as exc:  # a corrupt pickle raises anything
         raise ModelFormatError(f"{name}: cannot read the Ridge pickle ({exc!r})") from exc
-    attrs = getattr(obj, "__dict__", {}) if isinstance(obj, _Attributes) else {}
+    is_ridge = isinstance(obj, PickledRecord) and obj.class_name == RIDGE_CLASS and isinstance(obj.state, dict)
+    attrs = obj.state if is_ridge else {}
     coef, intercept = attrs.get("coef_"), np.atleast_1d(attrs.get("intercept_", np.nan))
     if not (isinstance(coef, np.ndarray) and coef.ndim == 2 and coef.shape[1] == N_FEATURES
             and coef.dtype.kind == "f" and intercept.shape == coef.shape[:1] and intercept.dtype.kind == "f"):
