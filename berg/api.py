@@ -7,10 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from . import registry
+from .berg_view import berg_metadata_view
+from .cards import ModelCard
 from .config import default_berg_dir
-from .fetch import ensure_model_files
 from .encoder import EncodingModel, encode, load_encoding_model, require_files
-from .storage.native import read_subject_metadata
+from .fetch import download, ensure_model_files
+from .movie import predict_movie
+from .selection import check_selection
+from .spaces import to_nifti
+from .storage.native import metadata_paths, read_subject_metadata
 
 
 def _dir(berg_dir) -> Path:
@@ -35,21 +40,31 @@ def describe(model_id: str, berg_dir: str | os.PathLike | None = None) -> dict[s
     return registry.get_card(model_id, _dir(berg_dir)).to_dict()
 
 
-def get_model_metadata(model_id: str, subject: int | str = 1, berg_dir: str | os.PathLike | None = None
+def _checked_request(model_id: str, subject, selection, berg_dir: Path) -> tuple[ModelCard, int | str]:
+    """The card and normalised subject, once the request agrees with everything the card knows.
+
+    Nothing is read from disk but the cards, and nothing is fetched or written.
+    """
+    card = registry.get_card(model_id, berg_dir)
+    subject = card.check_subject(subject)
+    n_voxels = card.data.get("n_voxels", {}).get(subject) if subject != "group" else None
+    check_selection(selection, list(card.data["rois"]), n_voxels)
+    return card, subject
+
+
+def get_model_metadata(model_id: str, subject: int | str, berg_dir: str | os.PathLike | None = None
                        ) -> dict[str, Any]:
     """A subject's model metadata (voxel grid, ROIs, accuracy) without building the backbone.
 
     Returns
     -------
     dict
-        The metadata JSON's fields plus ``voxel_ijk`` (n_voxels, 3), ``rois`` {name: voxel indices} and
-        ``accuracy`` {name: (n_voxels,) array}.
+        berg's metadata: the metadata JSON's fields plus ``voxel_ijk`` (n_voxels, 3), ``rois`` {name: voxel
+        indices} and ``accuracy`` {name: (n_voxels,) fraction}; and BERG's nested view, ``fmri`` and
+        ``encoding_models``, with BERG's values and units (see :mod:`berg.berg_view`).
     """
-    from .storage.native import metadata_paths
-
     berg_dir = _dir(berg_dir)
-    card = registry.get_card(model_id, berg_dir)
-    subject = card.check_subject(subject)
+    card, subject = _checked_request(model_id, subject, None, berg_dir)
     ensure_model_files(card, berg_dir, subject)
     model_dir = berg_dir / card.folder
     require_files(list(metadata_paths(model_dir, subject)), card, subject)
@@ -58,25 +73,30 @@ def get_model_metadata(model_id: str, subject: int | str = 1, berg_dir: str | os
     info["voxel_ijk"] = meta.voxel_ijk
     info["rois"] = {name: meta.row_voxel[meta.roi_rows(name)] for name in meta.roi_names}
     info["accuracy"] = meta.accuracy()
+    info.update(berg_metadata_view(meta))
     return info
 
 
-def get_encoding_model(model_id: str, subject: int | str = 1, selection: dict | None = None, device: str = "auto",
+def get_encoding_model(model_id: str, *, subject: int | str, selection: dict | None = None, device: str = "auto",
                        backbone_weights: str | os.PathLike | None = "default", verify_hash: bool = True,
-                       berg_dir: str | os.PathLike | None = None, *, sigma: float | None = None,
-                       precision: str = "float32",
-                       channels_last: bool = False, compile: bool = False) -> EncodingModel:
+                       berg_dir: str | os.PathLike | None = None, sigma: float | None = None,
+                       precision: str = "float32", channels_last: bool = False, compile: bool = False
+                       ) -> EncodingModel:
     """Load one subject's encoding model.
+
+    The request (model id, subject, selection keys, ROI names, voxel-mask length) is checked against the model
+    card before any file is read, fetched or written.
 
     Parameters
     ----------
     model_id : str
         A model in the zoo (:func:`list_models`).
     subject : int or "group"
-        A subject the card lists (``"group"`` where the model offers a group-level prediction). Files the subject
-        needs are fetched from the card's sources (S3, PyPI) when missing, unless ``BERG_OFFLINE=1``.
+        Required. A subject the card lists (``"group"`` where the model offers a group-level prediction). Files
+        the subject needs are fetched from the card's sources (S3, PyPI) when missing, unless ``BERG_OFFLINE=1``.
     selection : dict, optional
         ``{"roi": name}``, ``{"roi": [names]}`` or ``{"voxels": binary (n_voxels,) vector}``; whole brain if None.
+        ``"voxels"`` is used only when ``"roi"`` is absent or None.
     device : {"auto", "cpu", "cuda", "cuda:N"}
         ``"auto"`` picks CUDA when available.
     backbone_weights : "default", path or None
@@ -97,14 +117,16 @@ def get_encoding_model(model_id: str, subject: int | str = 1, selection: dict | 
         Run the backbone through ``torch.compile`` (a slow first batch, then faster on GPUs).
     """
     berg_dir = _dir(berg_dir)
-    card = registry.get_card(model_id, berg_dir)
-    ensure_model_files(card, berg_dir, card.check_subject(subject))
+    card, subject = _checked_request(model_id, subject, selection, berg_dir)
+    ensure_model_files(card, berg_dir, subject)
     return load_encoding_model(card, berg_dir, subject, selection, device, backbone_weights, verify_hash,
                                sigma, precision, channels_last, compile)
 
 
 class BERG:
     """The facade BERG users know: ``BERG(berg_dir).get_encoding_model(...)`` then ``.encode(model, stimulus)``.
+
+    Every public function of :mod:`berg` is a method here too, with ``berg_dir`` filled in where it applies.
 
     Parameters
     ----------
@@ -128,21 +150,22 @@ class BERG:
     def describe(self, model_id: str) -> dict[str, Any]:
         return describe(model_id, self.berg_dir)
 
-    def get_model_metadata(self, model_id: str, subject: int | str = 1) -> dict[str, Any]:
+    def get_model_metadata(self, model_id: str, subject: int | str) -> dict[str, Any]:
         return get_model_metadata(model_id, subject, self.berg_dir)
 
-    def get_encoding_model(self, model_id: str, subject: int | str = 1, selection: dict | None = None,
-                           device: str = "auto", backbone_weights="default", verify_hash: bool = True, **options
-                           ) -> EncodingModel:
-        return get_encoding_model(model_id, subject, selection, device, backbone_weights, verify_hash,
-                                  self.berg_dir, **options)
+    def get_encoding_model(self, model_id: str, *, subject: int | str, selection: dict | None = None,
+                           device: str = "auto", **options) -> EncodingModel:
+        return get_encoding_model(model_id, subject=subject, selection=selection, device=device,
+                                  berg_dir=self.berg_dir, **options)
 
-    @staticmethod
-    def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_progress: bool = False,
-               batch_size: int | None = None):
-        return encode(model, stimulus, return_metadata, show_progress, batch_size)
+    def download(self, model_id: str, subjects=None, **options) -> list[Path]:
+        return download(model_id, subjects, self.berg_dir, **options)
 
-    for _name in ("list_models", "get_model_catalog", "describe", "get_model_metadata", "get_encoding_model"):
+    encode = staticmethod(encode)
+    predict_movie = staticmethod(predict_movie)
+    to_nifti = staticmethod(to_nifti)
+
+    for _name in ("list_models", "get_model_catalog", "describe", "get_model_metadata", "get_encoding_model",
+                  "download"):
         locals()[_name].__doc__ = globals()[_name].__doc__
-    encode.__doc__ = globals()["encode"].__doc__
     del _name

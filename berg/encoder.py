@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import functools
 from collections.abc import Mapping
 from importlib import metadata as _importlib_metadata
@@ -14,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .backbones import FeatureExtractor, build_feature_extractor, resolve_device
+from .berg_view import berg_metadata_view
 from .cards import ModelCard
 from .errors import InvalidArgumentError, InvalidSelectionError, MissingFilesError
 from .readout import Readout
@@ -111,7 +113,7 @@ class EncodingModel:
         return self.predict_prepared(self.prepare_stimuli(batch))
 
 
-def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_progress: bool = False,
+def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_progress: bool = True,
            batch_size: int | None = None, out=None):
     """In-silico responses of ``model`` to ``stimulus``.
 
@@ -123,9 +125,11 @@ def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_p
         Images (B, 3, H, W) / (B, H, W, 3) or clips (B, T, 3, H, W) / (B, T, H, W, 3): uint8, integers in 0..255
         or floats in [0, 1]; image or video file paths. See :func:`berg.stimuli.as_stimulus_set`.
     return_metadata : bool
-        Also return the model's metadata (voxel coordinates, ROIs, accuracy … per output column).
+        Also return a copy of the model's metadata: berg's per output column (voxel coordinates, ROI columns,
+        accuracy …) and, for subject models, BERG's nested ``fmri`` / ``encoding_models`` view of the subject
+        (see :mod:`berg.berg_view`).
     show_progress : bool
-        Show a progress bar over batches.
+        Show a progress bar over stimuli (on by default, as in BERG).
     batch_size : int, optional
         Stimuli per forward pass (default 32 images or 2 clips).
     out : array-like, optional
@@ -168,7 +172,7 @@ def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_p
                 pending = pool.submit(produce, stop)
             responses[start:stop] = model.predict_prepared(batch)
             bar.update(stop - start)
-    return (responses, model.metadata) if return_metadata else responses
+    return (responses, copy.deepcopy(model.metadata)) if return_metadata else responses
 
 
 def require_files(paths: list[Path], card: ModelCard, subject) -> None:
@@ -208,6 +212,7 @@ def _column_metadata(card: ModelCard, subject, meta: SubjectMetadata, sel: Selec
         "units": card.data.get("units", "arbitrary"),
         "provenance": meta.info.get("provenance", {}),
         "berg_version": berg_version(),
+        **berg_metadata_view(meta),
     }
 
 

@@ -35,23 +35,37 @@ class Selection:
     description: dict
 
 
-def _roi_rows(names: list[str], meta: SubjectMetadata) -> np.ndarray:
-    valid = meta.roi_names
-    parts = []
+def _check_keys(selection) -> Mapping:
+    if selection is None:
+        return {}
+    if not isinstance(selection, Mapping):
+        raise InvalidSelectionError(f"selection={selection!r} must be None or a dict with key 'roi' or 'voxels'")
+    unknown = [k for k in selection if k not in VALID_KEYS]
+    if unknown:
+        raise InvalidSelectionError(f"selection has unknown key(s) {unknown}; valid keys: 'roi', 'voxels'")
+    return selection
+
+
+def _roi_names(roi, valid: list[str]) -> list[str]:
+    names = [roi] if isinstance(roi, str) else list(roi) if isinstance(roi, (list, tuple)) else [roi]
+    if not names:
+        raise InvalidSelectionError("selection['roi'] is an empty list; name at least one ROI")
     for name in names:
         if not isinstance(name, str) or name not in valid:
             raise InvalidSelectionError(
                 f"selection['roi'] = {name!r} is not an ROI of this model.{close_matches(str(name), valid)} "
                 f"Valid ROIs: {', '.join(valid)}")
-        parts.append(meta.roi_rows(name))
-    rows = np.concatenate(parts)
+    return names
+
+
+def _roi_rows(names: list[str], meta: SubjectMetadata) -> np.ndarray:
+    rows = np.concatenate([meta.roi_rows(name) for name in names])
     _, first = np.unique(rows, return_index=True)
     return rows[np.sort(first)]
 
 
-def _voxel_mask(mask, meta: SubjectMetadata) -> np.ndarray:
+def _voxel_mask(mask, n: int) -> np.ndarray:
     arr = np.asarray(mask)
-    n = meta.n_voxels
     if arr.ndim != 1 or arr.shape[0] != n:
         raise InvalidSelectionError(
             f"selection['voxels'] has shape {arr.shape}; it must be a binary vector of length {n} "
@@ -64,6 +78,30 @@ def _voxel_mask(mask, meta: SubjectMetadata) -> np.ndarray:
     if not arr.any():
         raise InvalidSelectionError("selection['voxels'] selects no voxel (all zeros); select at least one")
     return np.flatnonzero(arr)
+
+
+def check_selection(selection, rois: list[str], n_voxels: int | None) -> None:
+    """Check a selection against what a model card knows, before any file is read.
+
+    Parameters
+    ----------
+    selection : dict or None
+        As for :func:`resolve_selection`.
+    rois : list of str
+        The ROI names the card lists.
+    n_voxels : int or None
+        The subject's voxel count from the card (None: not known until the files are read).
+
+    Raises
+    ------
+    InvalidSelectionError
+        Unknown keys, unknown ROI names (with close matches), or a voxel mask of the wrong length or values.
+    """
+    selection = _check_keys(selection)
+    if selection.get("roi") is not None:
+        _roi_names(selection["roi"], rois)
+    elif selection.get("voxels") is not None and n_voxels is not None:
+        _voxel_mask(selection["voxels"], n_voxels)
 
 
 def resolve_selection(selection: Mapping | None, meta: SubjectMetadata, has_whole_brain: bool) -> Selection:
@@ -79,22 +117,14 @@ def resolve_selection(selection: Mapping | None, meta: SubjectMetadata, has_whol
     has_whole_brain : bool
         Whether the readout has a separate whole-brain map (rows differ from voxels).
     """
-    if selection is None:
-        selection = {}
-    if not isinstance(selection, Mapping):
-        raise InvalidSelectionError(f"selection={selection!r} must be None or a dict with key 'roi' or 'voxels'")
-    unknown = [k for k in selection if k not in VALID_KEYS]
-    if unknown:
-        raise InvalidSelectionError(f"selection has unknown key(s) {unknown}; valid keys: 'roi', 'voxels'")
+    selection = _check_keys(selection)
     roi = selection.get("roi")
     if roi is not None:
-        names = [roi] if isinstance(roi, str) else list(roi)
-        if not names:
-            raise InvalidSelectionError("selection['roi'] is an empty list; name at least one ROI")
+        names = _roi_names(roi, meta.roi_names)
         rows = _roi_rows(names, meta)
         return Selection(False, rows, meta.row_voxel[rows], {"roi": roi if isinstance(roi, str) else names})
     if selection.get("voxels") is not None:
-        voxels = _voxel_mask(selection["voxels"], meta)
+        voxels = _voxel_mask(selection["voxels"], meta.n_voxels)
         if has_whole_brain:
             rows = voxels
         else:
