@@ -242,38 +242,6 @@ def test_cli_parser():
     assert args.func is dl._cli_download
 
 
-@pytest.mark.slow
-def test_download_then_get_encoding_model_and_encode(bucket, tmp_path):
-    """Full-width fmri-bmd-s3d files (4 SVD components, subject 1's real voxel count) from the loopback server."""
-    import berg
-    from berg.cards import validate_card
-    from tests._s3_support import bmd_card_data
-
-    data = bmd_card_data()
-    data["readout"]["n_components"] = 4
-    small = validate_card(data, "<4-component fmri-bmd-s3d>")
-    src = tmp_path / "src"
-    files = write_bmd_tree(src, small, [1], volume=tuple(data["space"]["volume_shape"]))
-    upload_tree(s3_client(bucket["endpoint"]), src, data["sources"][0]["prefix"])
-    berg_dir = tmp_path / "berg"
-    dl.download("fmri-bmd-s3d", subjects=[1], berg_dir=berg_dir, endpoint_url=bucket["endpoint"], show_progress=False)
-    card = dl.resolve_card("fmri-bmd-s3d")
-    dl.ensure_model_files(card, berg_dir, 1)
-    model = berg.get_encoding_model("fmri-bmd-s3d", subject=1, berg_dir=berg_dir, backbone_weights=None, device="cpu")
-    video = np.random.default_rng(0).integers(0, 256, (2, 14, 3, 64, 64), dtype=np.uint8)
-    responses = berg.encode(model, video)
-    assert responses.shape == (2, 108219) and responses.dtype == np.float32
-    weights = files["encoding_models_weights/weights_sub-01.npy"]
-    for y in responses:  # every response is coef_ @ z + intercept_ for some 4 components z
-        z, *_ = np.linalg.lstsq(weights["coef_"], y - weights["intercept_"], rcond=None)
-        residual = y - weights["intercept_"] - weights["coef_"] @ z
-        assert np.abs(residual).max() <= 1e-4 * np.abs(y).max()
-    roi = berg.get_encoding_model("fmri-bmd-s3d", subject=1, selection={"roi": "lFFA"}, berg_dir=berg_dir,
-                                  backbone_weights=None, device="cpu")
-    rows = files["metadata/metadata_sub-01.npy"]["fmri"]["rois"]["lFFA"][0]
-    assert berg.encode(roi, video).shape == (2, rows.size)
-
-
 def test_download_is_a_public_function():
     import berg
 
