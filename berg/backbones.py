@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torchvision
 from torchvision.models.feature_extraction import create_feature_extractor
-from torchvision.transforms.v2 import functional as TF
+from torchvision.transforms import functional as TF
 
 from ._io import sha256_file
 from .cards import ModelCard
@@ -138,27 +138,48 @@ def sample_frame_indices(n_available: int, n_frames: int) -> np.ndarray:
     return np.linspace(0, n_available - 1, n_frames).astype(np.int64)
 
 
+def _pil_resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 (N, 3, H, W) resized one by one with PIL's bilinear filter (what ``transforms.Resize`` does to a PIL
+    image), on the CPU; returned on the input's device."""
+    from PIL import Image
+
+    height, width = size
+    frames = [np.asarray(Image.fromarray(img.permute(1, 2, 0).cpu().numpy()).resize((width, height),
+                                                                                    Image.BILINEAR))
+              for img in images]
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).to(images.device)
+
+
 @dataclass
 class Preprocessing:
-    """Resize (on the input dtype), centre crop, scale to [0, 1], normalise; from a card's ``preprocessing``."""
+    """Resize, centre crop, scale to [0, 1], normalise; from a card's ``preprocessing``.
+
+    ``resize_backend: "tensor"`` resizes with ``torchvision.transforms.functional.resize`` (for uint8 it
+    interpolates in float and rounds, as torchvision's preset transforms do); ``"pil"`` resizes uint8 images with
+    PIL's bilinear filter, as ``transforms.Resize`` does to a PIL image (float inputs use the tensor path).
+    """
 
     resize: tuple[int, int]
     crop: tuple[int, int] | None
     mean: torch.Tensor
     std: torch.Tensor
     antialias: bool
+    backend: str = "tensor"
 
     @classmethod
     def from_card(cls, card: ModelCard) -> "Preprocessing":
         p = card.data["preprocessing"]
         return cls(resize=tuple(p["resize"]), crop=tuple(p["crop"]) if p.get("crop") else None,
                    mean=torch.tensor(p["mean"]).view(3, 1, 1), std=torch.tensor(p["std"]).view(3, 1, 1),
-                   antialias=bool(p.get("antialias", True)))
+                   antialias=bool(p.get("antialias", True)), backend=p.get("resize_backend", "tensor"))
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Images (N, 3, H, W), uint8 or float in [0, 1] -> normalised float32 (N, 3, h, w)."""
         if tuple(images.shape[-2:]) != self.resize:
-            images = TF.resize(images, list(self.resize), antialias=self.antialias)
+            if self.backend == "pil" and images.dtype == torch.uint8:
+                images = _pil_resize(images, self.resize)
+            else:
+                images = TF.resize(images, list(self.resize), antialias=self.antialias)
         if self.crop is not None:
             images = TF.center_crop(images, list(self.crop))
         images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()

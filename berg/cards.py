@@ -61,6 +61,7 @@ CARD_SCHEMA: dict[str, Any] = {
                 "mean": _NUM_TRIPLE,
                 "std": _NUM_TRIPLE,
                 "antialias": {"type": "boolean"},
+                "resize_backend": {"enum": ["tensor", "pil"]},
             },
         },
         "readout": {
