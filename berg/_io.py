@@ -6,27 +6,53 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+
+
+def _unique_sibling(target: Path, suffix: str, create) -> Path:
+    """Create (with ``create(path)``) a new hidden name beside ``target``; the mode given to ``os.open`` /
+    ``os.mkdir`` passes through the process umask, so files and folders of a shared berg_dir stay readable."""
+    while True:
+        path = target.with_name(f".{target.name}.{secrets.token_hex(6)}{suffix}")
+        try:
+            create(path)
+            return path
+        except FileExistsError:
+            continue
+
+
+def new_file_mode() -> int:
+    """The permission bits a new file gets in this process: ``0o666`` less the umask."""
+    try:
+        with open("/proc/self/status") as status:
+            umask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):  # not Linux: read it the portable (not thread-safe) way
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
 
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` on success.
 
-    On any exception the temporary file is removed and ``target`` is left untouched.
+    On any exception the temporary file is removed and ``target`` is left untouched. The file gets the mode of a
+    new file under the process umask, whatever the writer gave it.
     The temporary name keeps the target's suffixes so format-sniffing writers work.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(target.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".part{suffix}", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _unique_sibling(target, f".part{suffix}", lambda p: os.close(os.open(p, _NEW_FILE, 0o666)))
     try:
         yield tmp_path
+        os.chmod(tmp_path, new_file_mode())  # some writers (safetensors) replace the file with a private one
         os.replace(tmp_path, target)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -42,12 +68,11 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
-    build.chmod(0o755)
+    build = _unique_sibling(target, ".part", lambda p: os.mkdir(p, 0o777))
     stale = None
     try:
         yield build
-        stale = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+        stale = _unique_sibling(target, ".old", lambda p: os.mkdir(p, 0o700))
         if target.exists():
             os.replace(target, stale / "previous")
         os.replace(build, target)

@@ -24,7 +24,7 @@ def img2fmri_wheel():
     try:
         return locate_wheel()
     except MissingFilesError as exc:  # OfflineError included
-        pytest.skip(f"img2fmri wheel not available: {exc}")
+        pytest.fail(f"img2fmri wheel not available (run `berg import-img2fmri` once, with network): {exc}")
 
 
 @pytest.fixture(scope="session")
