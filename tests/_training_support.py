@@ -20,6 +20,7 @@ def small_template(folder: Path) -> Path:
     data = next(c for c in packaged_cards() if c.model_id == "fmri-bold5000-resnet18").to_dict()
     data.update(model_id="template-resnet18-small", subjects=[1], sources=[{"kind": "local"}])
     data.pop("group", None)
+    data.pop("n_voxels", None)
     data["preprocessing"]["resize"] = [IMAGE_SIZE, IMAGE_SIZE]
     validate_card(data, "template")
     path = Path(folder) / "template.yaml"
