@@ -4,18 +4,33 @@
 >>> berg = BERG()
 >>> model = berg.get_encoding_model("fmri-bold5000-resnet18", subject=1, selection={"roi": "PPA"})
 >>> responses = berg.encode(model, images)          # (n_images, n_voxels) float32
+
+``import berg`` is light: torch and the other heavy libraries load with the first function that needs them.
 """
 
-from .api import (BERG, default_berg_dir, describe, get_encoding_model, get_model_catalog, get_model_metadata,
-                  list_models)
-from .encoder import EncodingModel, berg_version, encode
+from importlib import import_module
+
+from .config import berg_version, default_berg_dir
 from .errors import BergError
-from .fetch import download
-from .movie import MovieResult, predict_movie
-from .spaces import to_nifti
 
 __version__ = berg_version()
 
-__all__ = ["BERG", "BergError", "EncodingModel", "MovieResult", "default_berg_dir", "describe", "download", "encode",
-           "get_encoding_model", "get_model_catalog", "get_model_metadata", "list_models", "predict_movie", "to_nifti",
-           "__version__"]
+_PUBLIC = {
+    "BERG": "api", "describe": "api", "get_encoding_model": "api", "get_model_catalog": "api",
+    "get_model_metadata": "api", "list_models": "api", "EncodingModel": "encoder", "encode": "encoder",
+    "download": "fetch", "MovieResult": "movie", "predict_movie": "movie", "to_nifti": "spaces",
+}
+
+__all__ = sorted([*_PUBLIC, "BergError", "default_berg_dir", "__version__"])
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        value = getattr(import_module(f".{_PUBLIC[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'berg' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

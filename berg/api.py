@@ -6,16 +6,18 @@ import os
 from pathlib import Path
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 from . import registry
 from .berg_view import berg_metadata_view
 from .cards import ModelCard
 from .config import default_berg_dir
-from .encoder import EncodingModel, encode, load_encoding_model, require_files
 from .fetch import download, ensure_model_files
-from .movie import predict_movie
 from .selection import check_selection
-from .spaces import to_nifti
 from .storage.native import metadata_paths, read_subject_metadata
+
+if TYPE_CHECKING:  # torch loads with the first model, not with the API
+    from .encoder import EncodingModel
 
 
 def _dir(berg_dir) -> Path:
@@ -63,6 +65,8 @@ def get_model_metadata(model_id: str, subject: int | str, berg_dir: str | os.Pat
         indices} and ``accuracy`` {name: (n_voxels,) fraction}; and BERG's nested view, ``fmri`` and
         ``encoding_models``, with BERG's values and units (see :mod:`berg.berg_view`).
     """
+    from .encoder import require_files
+
     berg_dir = _dir(berg_dir)
     card, subject = _checked_request(model_id, subject, None, berg_dir)
     ensure_model_files(card, berg_dir, subject)
@@ -116,6 +120,8 @@ def get_encoding_model(model_id: str, *, subject: int | str, selection: dict | N
     compile : bool
         Run the backbone through ``torch.compile`` (a slow first batch, then faster on GPUs).
     """
+    from .encoder import load_encoding_model
+
     berg_dir = _dir(berg_dir)
     card, subject = _checked_request(model_id, subject, selection, berg_dir)
     ensure_model_files(card, berg_dir, subject)
@@ -161,9 +167,27 @@ class BERG:
     def download(self, model_id: str, subjects=None, **options) -> list[Path]:
         return download(model_id, subjects, self.berg_dir, **options)
 
-    encode = staticmethod(encode)
-    predict_movie = staticmethod(predict_movie)
-    to_nifti = staticmethod(to_nifti)
+    @staticmethod
+    def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_progress: bool = True,
+               **options):
+        """:func:`berg.encode`: in-silico responses of ``model`` to ``stimulus``."""
+        from .encoder import encode
+
+        return encode(model, stimulus, return_metadata, show_progress, **options)
+
+    @staticmethod
+    def predict_movie(model: EncodingModel, video, tr: float, **options):
+        """:func:`berg.predict_movie`: predicted BOLD of a film at the scanner's TR."""
+        from .movie import predict_movie
+
+        return predict_movie(model, video, tr, **options)
+
+    @staticmethod
+    def to_nifti(responses, metadata):
+        """:func:`berg.to_nifti`: responses placed at their voxels as a NIfTI image."""
+        from .spaces import to_nifti
+
+        return to_nifti(responses, metadata)
 
     for _name in ("list_models", "get_model_catalog", "describe", "get_model_metadata", "get_encoding_model",
                   "download"):

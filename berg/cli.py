@@ -12,6 +12,7 @@ import numpy as np
 
 from . import api
 from ._io import atomic_path
+from .encoder import encode
 from .errors import BergError, InvalidArgumentError
 from .registry import format_catalog
 from .spaces import to_nifti
@@ -67,7 +68,7 @@ def encode_to_file(model, stimulus, n_stimuli: int, path: str | Path, show_progr
     with atomic_path(path) as tmp:
         if name.endswith(".npy"):
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
-            api.encode(model, stimulus, show_progress=show_progress, batch_size=batch_size, out=out)
+            encode(model, stimulus, show_progress=show_progress, batch_size=batch_size, out=out)
             out.flush()
             del out
         elif name.endswith((".h5", ".hdf5")):
@@ -76,7 +77,7 @@ def encode_to_file(model, stimulus, n_stimuli: int, path: str | Path, show_progr
             with h5py.File(tmp, "w") as h5:
                 out = h5.create_dataset("responses", shape=shape, dtype=np.float32,
                                         chunks=(1, shape[1]) if shape[1] > 0 else None)
-                api.encode(model, stimulus, show_progress=show_progress, batch_size=batch_size, out=out)
+                encode(model, stimulus, show_progress=show_progress, batch_size=batch_size, out=out)
                 h5.create_dataset("voxel_ijk", data=metadata["voxel_ijk"])
                 h5.create_dataset("affine", data=metadata["affine"])
                 group = h5.create_group("roi_columns")
@@ -89,7 +90,7 @@ def encode_to_file(model, stimulus, n_stimuli: int, path: str | Path, show_progr
                 h5.attrs["selection"] = json.dumps(metadata["selection"])
                 h5.attrs["backbone"] = json.dumps(metadata["backbone"])
         else:
-            responses = api.encode(model, stimulus, show_progress=show_progress, batch_size=batch_size)
+            responses = encode(model, stimulus, show_progress=show_progress, batch_size=batch_size)
             to_nifti(responses, metadata).to_filename(tmp)
     return path
 

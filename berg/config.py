@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from importlib import metadata
 from pathlib import Path
 
 import platformdirs
@@ -18,6 +19,14 @@ def cache_dir() -> Path:
     """berg's download cache (wheels …): ``$BERG_CACHE`` if set, else the per-user cache folder ``berg``."""
     cache = os.environ.get("BERG_CACHE")
     return Path(cache).expanduser() if cache else Path(platformdirs.user_cache_dir("berg"))
+
+
+def berg_version() -> str:
+    """The installed berg version ("unknown" when berg runs from a source tree without metadata)."""
+    try:
+        return metadata.version("berg")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def is_offline() -> bool:

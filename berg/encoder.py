@@ -6,7 +6,6 @@ import concurrent.futures
 import copy
 import functools
 from collections.abc import Mapping
-from importlib import metadata as _importlib_metadata
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from tqdm.auto import tqdm
 from .backbones import FeatureExtractor, build_feature_extractor, resolve_device
 from .berg_view import berg_metadata_view
 from .cards import ModelCard
+from .config import berg_version
 from .errors import InvalidArgumentError, InvalidSelectionError, MissingFilesError
 from .readout import Readout
 from .selection import Selection, resolve_selection
@@ -26,14 +26,6 @@ from .storage.native import (SubjectMetadata, load_arrays, load_tensors, native_
 
 DEFAULT_BATCH_SIZE = {"image": 32, "video": 2}
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def berg_version() -> str:
-    """The installed berg version."""
-    try:
-        return _importlib_metadata.version("berg")
-    except _importlib_metadata.PackageNotFoundError:
-        return "unknown"
 
 
 class EncodingModel:

@@ -30,7 +30,7 @@ import nibabel as nib
 import numpy as np
 
 from ._io import atomic_path, write_json
-from .encoder import berg_version
+from .config import berg_version
 from .errors import InvalidArgumentError
 
 log = logging.getLogger(__name__)

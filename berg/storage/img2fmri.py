@@ -44,7 +44,7 @@ import numpy as np
 
 from .._io import atomic_dir, sha256_file, write_json
 from .. import config
-from ..encoder import berg_version
+from ..config import berg_version
 from ..errors import IntegrityError, MissingFilesError, ModelFormatError, OfflineError, UnsafePickleError
 from ..mni import HEMISPHERES, ROIS, fnirt_t1_voxels, mni_map_path, nanmean_fold, resample_index
 from .native import SubjectMetadata, readout_path, save_arrays, write_subject_metadata
