@@ -108,15 +108,21 @@ class Readout(torch.nn.Module):
         return node.replace(".", "__")
 
     def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Responses (B, n_out) float32 from ``{node: (B, ...)}`` features."""
+        """Responses (B, n_out) float32 from ``{node: (B, ...)}`` features.
+
+        Biases are added inside the matmuls and the node terms accumulate in place: no extra pass over the output.
+        """
         x = None
         for n in self.nodes:
             f = features[n].flatten(1).to(self.bias.dtype)
-            term = f @ self.blocks[self._key(n)].T
-            x = term if x is None else x + term
-        if self.block_bias is not None:
-            x = x + self.block_bias
-        y = torch.addmm(self.bias, x, self.weight.T) if self.weight is not None else x + self.bias
+            block = self.blocks[self._key(n)].T
+            if x is not None:
+                x.addmm_(f, block)
+            elif self.weight is None:
+                x = torch.addmm(self.bias, f, block)
+            else:
+                x = f @ block if self.block_bias is None else torch.addmm(self.block_bias, f, block)
+        y = x if self.weight is None else torch.addmm(self.bias, x, self.weight.T)
         return self.post(y) if self.post is not None else y
 
 
