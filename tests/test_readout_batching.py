@@ -96,3 +96,41 @@ def test_encode_readout_batches_change_no_response(berg_dir, n_components):
     default = berg.encode(model, images, batch_size=2)  # 256 MiB: all seven in one readout batch
     assert calls.rows[-1] == 7
     assert np.abs(default - unbatched).max() / np.abs(unbatched).max() <= 1e-6
+
+
+def test_movie_pairs_readout_batches_with_their_samples(tiny_model, berg_dir, tmp_path):
+    from _movie_support import ramp_video
+
+    from berg.movie import predict_movie
+    from berg.video import iter_frames
+
+    model = berg.get_encoding_model("test-resnet18", subject=1, device="cpu", backbone_weights=None, berg_dir=berg_dir)
+    video = ramp_video(tmp_path / "ramp.mp4", n_frames=14, fps=2.0, size=(32, 32))
+    calls = _Calls(model.readout)
+    result = predict_movie(model, video, tr=1.0, sample_rate_hz=2.0, batch_size=2, show_progress=False)
+    frames = np.stack([f for _, f in iter_frames(video, rate_hz=2.0)])
+    assert calls.rows == [14]  # seven decoded batches of two, one readout batch
+    want = np.concatenate([model.predict_batch(frames[i:i + 1]) for i in range(len(frames))])
+    assert np.abs(result.samples - want).max() / np.abs(want).max() <= 1e-6
+    np.testing.assert_allclose(result.sample_times, np.arange(14) / 2.0)
+    levels = frames.reshape(14, -1).mean(axis=1) / 255  # the luminance of a grey frame is its level
+    np.testing.assert_allclose(result.baselines["luminance"], levels, atol=1e-6)
+
+
+def test_answered_splits_batches_across_readout_blocks():
+    from berg.movie import _answered
+
+    batches = iter([(np.array([0.0, 1.0]), "b0", {"x": np.array([10.0, 11.0])}),
+                    (np.array([2.0, 3.0]), "b1", {"x": np.array([12.0, 13.0])}),
+                    (np.array([4.0]), "b2", {"x": np.array([14.0])})])
+
+    def by_threes(staged):  # answers every three samples, whatever the batches: row value = sample index
+        seen = [i for batch in staged for i in range({"b0": 2, "b1": 2, "b2": 1}[batch])]
+        for start in range(0, len(seen), 3):
+            yield np.arange(start, min(start + 3, len(seen)), dtype=np.float32)[:, None]
+
+    out = list(_answered(batches, by_threes))
+    assert [len(t) for t, _, _ in out] == [3, 2]
+    for times, responses, low_level in out:
+        np.testing.assert_array_equal(times, responses[:, 0])
+        np.testing.assert_array_equal(low_level["x"], 10 + times)
