@@ -24,10 +24,17 @@ def _check(frames: np.ndarray) -> np.ndarray:
     return frames
 
 
-def _pixel_sum(channel: np.ndarray) -> np.ndarray:
-    """Exact integer sum over the last two axes (H, W) of a uint8 array, as float64."""
-    flat = np.ascontiguousarray(channel).reshape(*channel.shape[:-2], -1)
-    return flat.sum(axis=-1, dtype=np.uint64).astype(np.float64)
+def _pixel_sum(image: np.ndarray) -> np.ndarray:
+    """Exact integer sums over H and W of a uint8 (..., H, W, C) array, per channel: float64 (..., C).
+
+    Rows are added first (contiguous uint32 adds, exact below 2**24 rows), then the columns: several times faster
+    than one reduction over strided pixels.
+    """
+    image = np.ascontiguousarray(image)
+    h, w, c = image.shape[-3:]
+    columns = image.reshape(-1, h, w * c).sum(axis=1, dtype=np.uint32)
+    sums = columns.reshape(-1, w, c).sum(axis=1, dtype=np.uint64).astype(np.float64)
+    return sums.reshape(*image.shape[:-3], c)
 
 
 def brightness(frames: np.ndarray) -> np.ndarray:
@@ -44,8 +51,9 @@ def brightness(frames: np.ndarray) -> np.ndarray:
         float64, shape (...), in [0, 1].
     """
     frames = _check(frames)
-    peak = np.maximum(np.maximum(frames[..., 0], frames[..., 1]), frames[..., 2])
-    return _pixel_sum(peak) / (255.0 * peak.shape[-1] * peak.shape[-2])
+    peak = np.maximum(frames[..., 0], frames[..., 1])
+    np.maximum(peak, frames[..., 2], out=peak)
+    return _pixel_sum(peak[..., None])[..., 0] / (255.0 * peak.shape[-1] * peak.shape[-2])
 
 
 def luminance(frames: np.ndarray) -> np.ndarray:
@@ -62,8 +70,7 @@ def luminance(frames: np.ndarray) -> np.ndarray:
         float64, shape (...), in [0, 1].
     """
     frames = _check(frames)
-    sums = np.stack([_pixel_sum(frames[..., c]) for c in range(3)], axis=-1)
-    return (sums @ _LUMA) / (255.0 * frames.shape[-2] * frames.shape[-3])
+    return (_pixel_sum(frames) @ _LUMA) / (255.0 * frames.shape[-2] * frames.shape[-3])
 
 
 BASELINES: dict[str, Callable[[np.ndarray], np.ndarray]] = {"brightness": brightness, "luminance": luminance}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import copy
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from .berg_view import berg_metadata_view
 from .cards import ModelCard
 from .config import berg_version
 from .errors import InvalidArgumentError, InvalidSelectionError, MissingFilesError
-from .readout import Readout
+from .readout import DEFAULT_READOUT_MB, FeatureBuffer, Readout, readout_capacity
 from .selection import Selection, resolve_selection
 from .stimuli import Batch, as_stimulus_set
 from .storage.native import (SubjectMetadata, load_arrays, load_tensors, native_paths, projection_path,
@@ -93,12 +93,38 @@ class EncodingModel:
         return self.forward_batch(staged, prepared=self._prepares_on_host).float().cpu().numpy()
 
     @torch.inference_mode()
-    def forward_batch(self, batch: Batch, prepared: bool = False) -> torch.Tensor:
-        """Responses (B, n_outputs) float32 on the model's device for one loaded (or prepared) batch."""
+    def features_batch(self, batch: Batch, prepared: bool = False) -> dict[str, torch.Tensor]:
+        """Backbone features ``{node: (B, ...)}`` on the model's device for one loaded (or prepared) batch."""
         x = batch if prepared else self.prepare_batch(batch)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            features = self.extractor.extract(x, prepared=True)
-        return self.readout(features)  # the readout always runs in float32
+            return self.extractor.extract(x, prepared=True)
+
+    @torch.inference_mode()
+    def forward_batch(self, batch: Batch, prepared: bool = False) -> torch.Tensor:
+        """Responses (B, n_outputs) float32 on the model's device for one loaded (or prepared) batch."""
+        return self.readout(self.features_batch(batch, prepared))  # the readout always runs in float32
+
+    def predict_stream(self, staged: Iterable[Batch], readout_mb: float = DEFAULT_READOUT_MB) -> Iterator[np.ndarray]:
+        """Responses for a stream of staged batches, the readout applied once per readout batch.
+
+        Parameters
+        ----------
+        staged : iterable of batches from :meth:`stage_batch` or :meth:`prepare_stimuli`
+        readout_mb : float
+            Memory bound of a readout batch in MiB (features, intermediate and responses of the stimuli it holds;
+            see :func:`berg.readout.readout_capacity`). It lives on the model's device.
+
+        Yields
+        ------
+        responses : (n, n_outputs) float32 array
+            For the next ``n`` stimuli of the stream, in order; blocks do not follow the staged batches' sizes.
+        """
+        buffer = FeatureBuffer(self.readout, readout_capacity(self.readout, readout_mb))
+        for batch in staged:
+            for block in buffer.push(self.features_batch(batch, prepared=self._prepares_on_host)):
+                yield block.float().cpu().numpy()
+        if (tail := buffer.flush()) is not None:
+            yield tail.float().cpu().numpy()
 
     def predict_batch(self, batch) -> np.ndarray:
         """Responses (B, n_outputs) float32 for one batch given in any accepted stimulus form."""
@@ -106,7 +132,7 @@ class EncodingModel:
 
 
 def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_progress: bool = True,
-           batch_size: int | None = None, out=None):
+           batch_size: int | None = None, out=None, readout_mb: float = DEFAULT_READOUT_MB):
     """In-silico responses of ``model`` to ``stimulus``.
 
     Parameters
@@ -128,6 +154,10 @@ def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_p
         Where to write the responses, batch by batch: anything of shape (n_stimuli, n_outputs) that takes slice
         assignment (a numpy array or memmap, an ``h5py`` dataset), so memory does not grow with the number of
         stimuli. Default: a new float32 array.
+    readout_mb : float
+        Memory bound of a readout batch in MiB, on the model's device (default 256). Backbone features of
+        successive batches are gathered until this bound and the readout is applied once to all of them: on a
+        CPU the readout costs about the same for one stimulus as for many. Responses do not depend on it.
 
     Returns
     -------
@@ -150,20 +180,27 @@ def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_p
                                    f"({stimuli.n}, {model.n_outputs}) for these stimuli and this model")
     else:
         responses = out
+    readout_capacity(model.readout, readout_mb)  # a bad bound fails before any work
+
     # the next batch is decoded (and, on the CPU, preprocessed) in a background thread while one is computed
-    def produce(start: int) -> tuple[Batch, int]:
-        stop = min(start + batch_size, stimuli.n)
-        return model.stage_batch(stimuli.load(start, stop)), stop
+    def produce(start: int) -> Batch:
+        return model.stage_batch(stimuli.load(start, min(start + batch_size, stimuli.n)))
+
+    def staged(pool: concurrent.futures.Executor) -> Iterator[Batch]:
+        pending = pool.submit(produce, 0)
+        for start in range(0, stimuli.n, batch_size):
+            batch = pending.result()
+            if start + batch_size < stimuli.n:
+                pending = pool.submit(produce, start + batch_size)
+            yield batch
+            bar.update(min(batch_size, stimuli.n - start))
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool, \
             tqdm(total=stimuli.n, disable=not show_progress, unit=kind) as bar:
-        pending = pool.submit(produce, 0)
-        for start in range(0, stimuli.n, batch_size):
-            batch, stop = pending.result()
-            if stop < stimuli.n:
-                pending = pool.submit(produce, stop)
-            responses[start:stop] = model.predict_prepared(batch)
-            bar.update(stop - start)
+        done = 0
+        for block in model.predict_stream(staged(pool), readout_mb):
+            responses[done:done + len(block)] = block
+            done += len(block)
     return (responses, copy.deepcopy(model.metadata)) if return_metadata else responses
 
 

@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import tempfile
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -176,6 +177,35 @@ def _prefetched(items: Iterator) -> Iterator:
             yield item
 
 
+def _answered(batches: Iterator[tuple[np.ndarray, object, dict]], predict_stream
+              ) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
+    """``(times, float32 responses, baselines)`` of samples in order, as the encoder answers them.
+
+    ``predict_stream(prepared batches)`` yields response blocks in order but may group samples its own way (an
+    :class:`~berg.encoder.EncodingModel` gathers several batches into one readout batch); each block is paired
+    with the times and baselines of the samples it answers.
+    """
+    pending: deque[tuple[np.ndarray, dict]] = deque()
+
+    def prepared() -> Iterator[object]:
+        for times, batch, low_level in batches:
+            pending.append((times, low_level))
+            yield batch
+
+    for responses in predict_stream(prepared()):
+        responses = np.asarray(responses, dtype=np.float32)
+        parts, n = [], len(responses)
+        while n > 0 and pending:
+            times, low_level = pending.popleft()
+            if len(times) > n:
+                pending.appendleft((times[n:], {k: v[n:] for k, v in low_level.items()}))
+                times, low_level = times[:n], {k: v[:n] for k, v in low_level.items()}
+            parts.append((times, low_level))
+            n -= len(times)
+        times = np.concatenate([p[0] for p in parts]) if parts else np.empty(0)
+        yield times, responses, {k: np.concatenate([p[1][k] for p in parts]) for k in (parts[0][1] if parts else {})}
+
+
 def _check_args(tr, n_scans, slice_time_ref, hrf, sample_rate_hz, clip_s, stride_s, batch_size) -> None:
     def positive(name, value, allow_none=False):
         if value is None and allow_none:
@@ -217,7 +247,8 @@ def predict_movie(model, video: str | os.PathLike, tr: float, n_scans: int | Non
     model : EncodingModel
         Needs ``card.stimulus_kind``, ``card.data["stimulus"]["n_frames"]`` (video models), ``n_outputs``,
         ``metadata``, ``prepare_stimuli(uint8 (B, H, W, 3) or (B, T, H, W, 3))`` (run in the decoding thread) and
-        ``predict_prepared(prepared) -> float32 (B, n_outputs)``.
+        ``predict_prepared(prepared) -> float32 (B, n_outputs)``; ``predict_stream`` (batches -> response blocks)
+        where it has one, so that the readout runs once per readout batch, not per batch.
     video : str or PathLike
         Video file (anything PyAV decodes).
     tr : float
@@ -296,12 +327,12 @@ def predict_movie(model, video: str | os.PathLike, tr: float, n_scans: int | Non
         size = batch_size or (2 if is_clip else 16)
         with tqdm(total=n_total, initial=done, disable=not show_progress, unit="clip" if is_clip else "frame",
                   desc="movie") as bar:
-            batches = _batched(stream, size, names, is_clip, model.prepare_stimuli)
-            for times, batch, low_level in _prefetched(batches):  # decoding and preprocessing run ahead
-                responses = np.asarray(model.predict_prepared(batch), dtype=np.float32)
+            batches = _prefetched(_batched(stream, size, names, is_clip, model.prepare_stimuli))  # decoding runs ahead
+            predict_stream = getattr(model, "predict_stream", None) or (lambda staged: map(model.predict_prepared, staged))
+            for times, responses, low_level in _answered(batches, predict_stream):
                 if responses.shape != (len(times), int(model.n_outputs)):
                     raise InvalidArgumentError(
-                        f"model.predict_prepared returned shape {responses.shape}; expected {(len(times), model.n_outputs)}."
+                        f"the model returned responses of shape {responses.shape}; expected {(len(times), model.n_outputs)}."
                     )
                 sink.append(times, responses, low_level)
                 bar.update(len(times))

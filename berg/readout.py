@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 import torch
 
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, as_number
+
+DEFAULT_READOUT_MB = 256.0
 
 
 def fold_scaler_projection(components: np.ndarray, mean: np.ndarray, scale: np.ndarray,
@@ -93,18 +96,89 @@ class Readout(torch.nn.Module):
         self.weight = None if weight is None else frozen(weight)
         self.bias = frozen(bias)
 
+    @property
+    def bytes_per_stimulus(self) -> int:
+        """Bytes one stimulus occupies in a readout batch: its float32 features, intermediate and responses."""
+        d = sum(b.shape[1] for b in self.blocks.values())
+        k = 0 if self.weight is None else self.weight.shape[1]
+        return 4 * (d + k + self.bias.shape[0])
+
     @staticmethod
     def _key(node: str) -> str:
         return node.replace(".", "__")
 
     def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Responses (B, n_out) float32 from ``{node: (B, ...)}`` features."""
+        """Responses (B, n_out) float32 from ``{node: (B, ...)}`` features.
+
+        Biases are added inside the matmuls and the node terms accumulate in place: no extra pass over the output.
+        """
         x = None
         for n in self.nodes:
             f = features[n].flatten(1).to(self.bias.dtype)
-            term = f @ self.blocks[self._key(n)].T
-            x = term if x is None else x + term
-        if self.block_bias is not None:
-            x = x + self.block_bias
-        y = torch.addmm(self.bias, x, self.weight.T) if self.weight is not None else x + self.bias
+            block = self.blocks[self._key(n)].T
+            if x is not None:
+                x.addmm_(f, block)
+            elif self.weight is None:
+                x = torch.addmm(self.bias, f, block)
+            else:
+                x = f @ block if self.block_bias is None else torch.addmm(self.block_bias, f, block)
+        y = x if self.weight is None else torch.addmm(self.bias, x, self.weight.T)
         return self.post(y) if self.post is not None else y
+
+
+def readout_capacity(readout: Readout, readout_mb: float) -> int:
+    """Stimuli per readout batch: as many as fit in ``readout_mb`` MiB (see :attr:`Readout.bytes_per_stimulus`).
+
+    At least one: a single stimulus larger than the bound is read out alone.
+    """
+    mb = as_number(readout_mb)
+    if isinstance(readout_mb, bool) or not math.isfinite(mb) or mb <= 0:
+        raise InvalidArgumentError(f"readout_mb={readout_mb!r} is not valid: use a positive number of MiB "
+                                   f"(default {DEFAULT_READOUT_MB:g})")
+    return max(1, int(mb * 2**20) // readout.bytes_per_stimulus)
+
+
+class FeatureBuffer:
+    """Backbone features gathered across backbone batches; the readout runs once per full buffer.
+
+    On a CPU the readout is bound by reading its weights (e.g. a 100 x 4,084,096 projection, 1.6 GB), so applying
+    it to many stimuli at once costs little more than to one. The buffer is allocated once, on the features'
+    device, and never grows.
+
+    Parameters
+    ----------
+    readout : Readout
+    capacity : int
+        Stimuli held (from :func:`readout_capacity`).
+    """
+
+    def __init__(self, readout: Readout, capacity: int):
+        self.readout, self.capacity = readout, int(capacity)
+        self.buffers: dict[str, torch.Tensor] = {}
+        self.n = 0
+
+    @torch.inference_mode()
+    def push(self, features: Mapping[str, torch.Tensor]) -> Iterator[torch.Tensor]:
+        """Copy one backbone batch ``{node: (B, ...)}`` in; yield responses (capacity, n_out) each time it fills."""
+        if not self.buffers:
+            dtype = self.readout.bias.dtype
+            self.buffers = {n: torch.empty((self.capacity, features[n][0].numel()), dtype=dtype,
+                                           device=features[n].device) for n in self.readout.nodes}
+        size = next(iter(features.values())).shape[0]
+        start = 0
+        while start < size:
+            take = min(self.capacity - self.n, size - start)
+            for n, buffer in self.buffers.items():
+                buffer[self.n:self.n + take] = features[n][start:start + take].flatten(1)
+            self.n, start = self.n + take, start + take
+            if self.n == self.capacity:
+                yield self.flush()
+
+    @torch.inference_mode()
+    def flush(self) -> torch.Tensor | None:
+        """Responses (n, n_out) for the ``n`` stimuli held (None when empty); empties the buffer."""
+        if self.n == 0:
+            return None
+        responses = self.readout({n: buffer[:self.n] for n, buffer in self.buffers.items()})
+        self.n = 0
+        return responses

@@ -1,15 +1,18 @@
 """img2fmri model: berg's group-level MNI prediction vs img2fmri's subject-space stage, per frame, from 512-d features.
 
-berg: the folded group readout (one (3 x 9641) x 512 matmul) and the per-stimulus group z-scoring, in torch on
-the CPU, for a batch of frames. img2fmri, done its way (``generate_predictions``): for every frame and subject,
-load each ROI's Ridge pickle and both hemisphere masks from disk (joblib, nibabel), predict one row, and fill the
-subject volume with the pairwise nanmean. berg's side does strictly more work (MNI warp, smoothing, group
-z-scoring included). Run ``python scripts/bench_img2fmri.py [--quick] [--berg-dir DIR]``.
+berg: the folded group readout (one (3 x 9641) x 512 matmul) and the per-stimulus group z-scoring, in torch, for
+a batch of frames. Its floor: one bare ``torch.mm`` of the same shape and dtype, no bias, no z-scoring.
+img2fmri, done its way (``generate_predictions``): for every frame and subject, load each ROI's Ridge pickle and
+both hemisphere masks from disk (joblib, nibabel), predict one row, and fill the subject volume with the pairwise
+nanmean. berg's side does strictly more work (MNI warp, smoothing, group
+z-scoring included). The three are interleaved, best of three.
+Run ``python scripts/bench_img2fmri.py [--quick] [--berg-dir DIR] [--device cpu|cuda]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import tempfile
 import time
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from benchutil import best_of, device_name
 
 ROIS = ("EarlyVis", "OPA", "LOC", "RSC", "PPA")
 
@@ -49,9 +53,10 @@ def _img2fmri_frame(root: Path, features: np.ndarray) -> list[np.ndarray]:
     return volumes
 
 
-def run(quick: bool = False, berg_dir: str | None = None) -> dict:
-    """Time both sides in this process; return per-frame times (ms) and the ratio."""
+def run(quick: bool = False, berg_dir: str | None = None, device: str = "cpu") -> dict:
+    """Time berg, its matmul floor and img2fmri interleaved (best of three); return per-frame times (ms), ratios."""
     from berg.mni import group_readout, group_zscore
+    from berg.readout import Readout
     from berg.storage.img2fmri import import_img2fmri, locate_wheel
 
     n_theirs, n_ours, batch = (3, 2048, 256) if quick else (20, 16384, 512)
@@ -63,31 +68,42 @@ def run(quick: bool = False, berg_dir: str | None = None) -> dict:
         start = time.perf_counter()
         group = group_readout(model_dir)
         setup_s = time.perf_counter() - start
-        weight, bias = torch.from_numpy(group.weight), torch.from_numpy(group.bias)
-        x = torch.from_numpy(features[:n_ours])
-        group_zscore(torch.addmm(bias, x[:batch], weight.T), group.segments)  # warm-up
-        start = time.perf_counter()
-        for i in range(0, n_ours, batch):
-            out = group_zscore(torch.addmm(bias, x[i:i + batch], weight.T), group.segments)
-        ours_ms = (time.perf_counter() - start) / n_ours * 1e3
-        assert out.shape == (batch, len(group.voxel_ijk))
+        # the group readout exactly as the encoder builds it: the folded map, then the group z-scoring
+        readout = Readout(torch.from_numpy(group.weight), torch.from_numpy(group.bias), {"avgpool": 512},
+                          post=functools.partial(group_zscore, segments=group.segments)).to(device)
+        x = torch.from_numpy(features[:n_ours]).to(device)
+        weight_t = readout.blocks["avgpool"].T  # the floor: one bare matmul of the folded map's shape and dtype
+
+        @torch.inference_mode()
+        def ours():
+            for i in range(0, n_ours, batch):
+                out = readout({"avgpool": x[i:i + batch]})
+            assert out.shape == (batch, len(group.voxel_ijk))
+
+        @torch.inference_mode()
+        def floor():
+            for i in range(0, n_ours, batch):
+                torch.mm(x[i:i + batch], weight_t)
 
         with zipfile.ZipFile(wheel) as archive:
             archive.extractall(tmp, [n for n in archive.namelist()
                                      if n.startswith(("img2fmri/models/", "img2fmri/derivatives/bool_masks/"))])
         root = Path(tmp) / "img2fmri"
-        _img2fmri_frame(root, features[0])  # warm-up (imports, page cache)
-        start = time.perf_counter()
-        for i in range(n_theirs):
-            _img2fmri_frame(root, features[i])
-        theirs_ms = (time.perf_counter() - start) / n_theirs * 1e3
+        t = best_of({"berg": ours, "floor": floor,
+                     "img2fmri": lambda: [_img2fmri_frame(root, features[i]) for i in range(n_theirs)]})
+    ours_ms, floor_ms, theirs_ms = (t["berg"] / n_ours * 1e3, t["floor"] / n_ours * 1e3,
+                                    t["img2fmri"] / n_theirs * 1e3)
     return {
         "berg_group_mni_ms_per_frame": ours_ms,
+        "matmul_floor_ms_per_frame": floor_ms,
         "img2fmri_subject_space_ms_per_frame": theirs_ms,
         "speedup": theirs_ms / ours_ms,
+        "berg_vs_floor": ours_ms / floor_ms,
         "berg_group_readout_setup_s": setup_s,
         "frames": {"berg": n_ours, "berg_batch": batch, "img2fmri": n_theirs},
         "overlap_voxels": int(len(group.voxel_ijk)),
+        "map_shape": list(weight_t.T.shape),
+        "device": device_name(device),
         "torch_threads": torch.get_num_threads(),
     }
 
@@ -96,9 +112,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer frames")
     parser.add_argument("--berg-dir", default=None, help="use (or import into) this berg folder")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     cli = parser.parse_args()
-    result = run(cli.quick, cli.berg_dir)
+    result = run(cli.quick, cli.berg_dir, cli.device)
     print(f"berg group-level MNI:       {result['berg_group_mni_ms_per_frame']:.4f} ms/frame")
+    print(f"bare matmul floor:          {result['matmul_floor_ms_per_frame']:.4f} ms/frame")
     print(f"img2fmri subject space:     {result['img2fmri_subject_space_ms_per_frame']:.1f} ms/frame")
     print(f"ratio:                      {result['speedup']:.0f}x")
     print(json.dumps(result, indent=1))

@@ -4,10 +4,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
 import bench_encode  # noqa: E402
+import benchutil  # noqa: E402
 import bench_img2fmri  # noqa: E402
 import bench_load  # noqa: E402
 import bench_movie  # noqa: E402
@@ -26,20 +28,26 @@ def test_readout_sides_compute_the_same_responses():
 def test_group_scenario(img2fmri_model_dir):
     result = bench_img2fmri.run(quick=True, berg_dir=img2fmri_model_dir.parents[3])
     assert result["overlap_voxels"] == 9641 and result["speedup"] > 0
+    assert result["map_shape"] == [3 * 9641, 512] and result["berg_vs_floor"] > 0
+    assert result["device"] == benchutil.cpu_name() and "cores" in result["device"]
 
 
 def test_encode_scenarios(img2fmri_model_dir, tmp_path):
     rows = bench_encode.bench_images(img2fmri_model_dir.parents[3], n=4, batch_size=2)
-    rows += bench_encode.bench_clips(tmp_path, n=1, batch_size=1, n_components=2)
-    assert [r["scenario"] for r in rows] == ["encode images"] * 3 + ["encode clips"] * 2
+    rows += bench_encode.bench_clips(tmp_path, n=2, batch_size=1, n_components=2)
+    assert [r["scenario"] for r in rows] == ["encode images"] * 3 + ["encode clips"] * 5
     assert all(r["seconds"] > 0 for r in rows) and "1666 voxels" in rows[0]["size"]
+    assert [r.get("target") for r in rows if "ratio" in r] == ["<= 1.15", "<= 2.1", "<= 1.15", None]
+    capacity = 256 * 2**20 // (4 * (4_084_096 + 2 + 108_219))  # features, components, voxels of one clip
+    assert f"up to {capacity} clips" in rows[3]["variant"] and "batch of 2" in rows[6]["variant"]
+    assert all(r["device"] == benchutil.cpu_name() for r in rows)
 
 
 def test_movie_scenario(img2fmri_model_dir, tmp_path):
     rss = bench_movie.rss_part(False, tmp_path, minutes=(0.05, 0.1))
     assert set(rss["runs"]) == {"0.05min", "0.1min"} and rss["runs"]["0.1min"]["n_samples"] == 12
     speed = bench_movie.speed_part(False, tmp_path, seconds=2.0)
-    assert speed["n_samples"] == 4 and speed["predict_movie_vs_encode"] > 0
+    assert speed["n_samples"] == 4 and speed["predict_movie_vs_encode"] > 0 and speed["decode_only_samples_per_s"] > 0
 
 
 def test_load_and_training_scenarios():
@@ -49,8 +57,23 @@ def test_load_and_training_scenarios():
     assert training["n_voxels"] == 5000 and training["train"]["seconds"] > 0
 
 
-def test_table_has_a_row_per_variant():
-    rows = [{"scenario": "s", "variant": "a", "seconds": 1.0, "ratio": 2.0, "ratio_meaning": "x"},
+def test_table_has_a_row_per_variant_and_marks_each_target():
+    rows = [{"scenario": "s", "variant": "a", "seconds": 1.0, "ratio": 2.0, "ratio_meaning": "x", "target": ">= 1000"},
+            {"scenario": "s", "variant": "c", "seconds": 1.0, "ratio": 1.1, "ratio_meaning": "y", "target": "<= 1.15",
+             "device": "GPU X"},
             {"scenario": "s", "variant": "b", "seconds_per_batch": 0.5, "peak_rss_mb": 12.0}]
     table = benchmark.format_table(rows).splitlines()
-    assert len(table) == 4 and "2 (x)" in table[2] and "| 12 |" in table[3]
+    assert len(table) == 5 and "| 2 (x) | >= 1000 | MISS |" in table[2] and "| GPU X |" in table[3]
+    assert "| 1.1 (y) | <= 1.15 | pass |" in table[3] and table[4].endswith("|  |  |  | 12 |")
+
+
+@pytest.mark.parametrize("ratio, target, met", [(1.15, "<= 1.15", True), (1.16, "<= 1.15", False),
+                                                (0.9, ">= 0.9", True), (1.2, "< 1.2", False), (1.5, "> 1", True)])
+def test_meets(ratio, target, met):
+    assert benchutil.meets(ratio, target) is met
+
+
+def test_best_of_interleaves_and_keeps_the_best():
+    calls = []
+    times = benchutil.best_of({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=2)
+    assert calls == ["a", "b"] * 3 and set(times) == {"a", "b"} and all(t >= 0 for t in times.values())

@@ -104,6 +104,15 @@ def test_write_synthetic_video_checks_size_and_frames(tmp_path):
     assert ramp_level(3) == 15
 
 
+@pytest.mark.parametrize("shape", [(5, 37, 3, 3), (2, 4, 9, 11, 3), (90, 160, 3)], ids=["width-3", "clips", "one-frame"])
+def test_baselines_equal_their_float64_definitions(shape):
+    frames = np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
+    peak = frames.max(axis=-1).astype(np.float64)
+    np.testing.assert_allclose(baselines.brightness(frames), peak.mean(axis=(-1, -2)) / 255, rtol=1e-12)
+    luma = frames.astype(np.float64) @ np.array([0.2126, 0.7152, 0.0722])
+    np.testing.assert_allclose(baselines.luminance(frames), luma.mean(axis=(-1, -2)) / 255, rtol=1e-12)
+
+
 def test_baselines_on_known_colours():
     red = np.zeros((2, 4, 4, 3), np.uint8)
     red[..., 0] = 255
