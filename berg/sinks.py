@@ -1,6 +1,25 @@
-"""Where movie predictions go: a resumable HDF5 sample sink, a streamed 4D NIfTI, BIDS-style predictor TSVs.
+"""Where predictions go: a resumable HDF5 sample sink, a streamed 4D NIfTI, BIDS continuous predictors.
 
-HDF5 layout (one file; ``OUT.h5`` once complete, ``.OUT.h5.partial`` while a run is going):
+Voxel order. Every array output has one column per model output, in the order of the model's metadata
+``voxel_ijk`` (n_outputs, 3): the (i, j, k) voxel of column c in the volume ``volume_shape`` with ``affine``. For
+subject models that is the order of the subject's voxels in the model files (a selection keeps it); for group
+models the order of the overlap mask's voxels in C order. HDF5 outputs store it as the dataset ``voxel_ijk``
+(with ``affine`` and ``roi_columns/{name}``), so a file can be put back into a volume without berg.
+
+Predictor tables (ROI means and baselines, one row per scan) come in two forms, by extension:
+
+``.tsv.gz``
+    A BIDS continuous recording (as ``_stim.tsv.gz`` / ``_physio.tsv.gz``): gzipped, no header row; the JSON
+    sidecar (``NAME.json``) gives ``Columns``, ``SamplingFrequency`` (1 / TR) and ``StartTime`` (s, the first
+    scan's acquisition time relative to the film's start). This is what BIDS tools read without help.
+``.tsv``
+    For spreadsheets and ``pandas.read_csv``: a header row whose first column ``onset`` is each scan's acquisition
+    time (s), so rows carry their time without the sidecar (``NAME.json``, the same fields).
+
+Column names never collide: a berg column (``onset``, a baseline) whose name an ROI already has, or that a
+sidecar field uses, is prefixed with ``berg_`` (repeated until free); the sidecar's ``Columns`` lists the result.
+
+HDF5 layout of a movie (one file; ``OUT.h5`` once complete, ``.OUT.h5.partial`` while a run is going):
 
 ``samples/responses`` (n_samples, n_outputs) float32
     Encoder output per sample (frame or clip), in the model's units.
@@ -10,6 +29,8 @@ HDF5 layout (one file; ``OUT.h5`` once complete, ``.OUT.h5.partial`` while a run
     Low-level baselines per sample (:mod:`berg.baselines`).
 ``bold`` (n_scans, n_outputs) float32, ``frame_times`` (n_scans,) float64, ``baselines_tr/{name}`` (n_scans,)
     The per-scan series, written when the run completes.
+``voxel_ijk`` (n_outputs, 3), ``affine`` (4, 4), ``roi_columns/{name}``
+    The voxel of each column (see "Voxel order"), written when the run completes.
 attrs ``params`` (JSON: the run's parameters, checked on resume), ``n_done`` (samples committed),
 ``metadata`` (JSON), ``complete`` (bool).
 
@@ -35,7 +56,9 @@ from .errors import InvalidArgumentError
 
 log = logging.getLogger(__name__)
 
-OUTPUT_KINDS = {".nii": "nifti", ".nii.gz": "nifti", ".h5": "hdf5", ".hdf5": "hdf5", ".tsv": "tsv"}
+OUTPUT_KINDS = {".nii": "nifti", ".nii.gz": "nifti", ".h5": "hdf5", ".hdf5": "hdf5", ".tsv": "tsv",
+                ".tsv.gz": "tsv"}
+TIME_COLUMN = "onset"
 _CHUNK_ROWS = 64
 _CHUNK_COLS = 1024
 
@@ -164,6 +187,7 @@ class SampleSink:
         f.create_dataset("frame_times", data=np.asarray(frame_times, dtype=np.float64))
         for name, values in baselines_tr.items():
             f.create_dataset(f"baselines_tr/{name}", data=np.asarray(values, dtype=np.float32))
+        write_columns(f, metadata)
         f.attrs["metadata"] = json.dumps(dict(metadata), default=_jsonable)
         f.attrs["complete"] = True
         f.flush()
@@ -172,6 +196,37 @@ class SampleSink:
         """Close the file (idempotent)."""
         if self._file.id.valid:
             self._file.close()
+
+
+def write_columns(h5: h5py.Group, metadata: Mapping) -> None:
+    """Store what each output column is: ``voxel_ijk``, ``affine``, ``roi_columns/{name}`` and scalar attributes.
+
+    Parameters
+    ----------
+    h5 : h5py.File or h5py.Group
+        Where to write (existing entries of these names are replaced).
+    metadata : dict
+        A model's metadata; ``voxel_ijk`` (n_outputs, 3) is required, the rest is written where present.
+    """
+    arrays = {"voxel_ijk": np.asarray(metadata["voxel_ijk"], dtype=np.int32)}
+    if metadata.get("affine") is not None:
+        arrays["affine"] = np.asarray(metadata["affine"], dtype=np.float64)
+    for name in (*arrays, "roi_columns"):
+        if name in h5:
+            del h5[name]
+    for name, values in arrays.items():
+        h5.create_dataset(name, data=values)
+    group = h5.create_group("roi_columns")
+    for roi, cols in (metadata.get("roi_columns") or {}).items():
+        group.create_dataset(roi, data=np.asarray(cols, dtype=np.int64))
+    for key in ("model_id", "units", "berg_version", "subject"):
+        if metadata.get(key) is not None:
+            h5.attrs[key] = str(metadata[key])
+    if metadata.get("volume_shape") is not None:
+        h5.attrs["volume_shape"] = list(metadata["volume_shape"])
+    for key in ("selection", "backbone"):
+        if key in metadata:
+            h5.attrs[key] = json.dumps(metadata[key], default=_jsonable)
 
 
 def _jsonable(obj):
@@ -264,31 +319,40 @@ def write_nifti(path: str | os.PathLike, bold: np.ndarray, voxel_ijk: np.ndarray
     return path
 
 
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """The JSON sidecar of a predictor table: ``NAME.tsv`` or ``NAME.tsv.gz`` -> ``NAME.json``."""
+    path = Path(path)
+    name = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
+    return path.with_name(Path(name).with_suffix(".json").name)
+
+
 def write_predictors(path: str | os.PathLike, columns: Mapping[str, np.ndarray], sidecar: Mapping) -> tuple[Path, Path]:
-    """Write a BIDS-style predictor TSV (header row, one row per scan) and its JSON sidecar.
+    """Write a predictor table (one row per scan) and its JSON sidecar; the form follows the extension.
 
     Parameters
     ----------
     path : str or PathLike
-        ``.tsv`` file; the sidecar is the same name with ``.json``.
+        ``.tsv.gz``: BIDS continuous recording, no header row; ``.tsv``: header row (see the module docstring).
     columns : dict
-        Column name -> (n_scans,) values.
+        Column name -> (n_scans,) values, in file order (the time column included for ``.tsv``).
     sidecar : dict
-        JSON-able description (model, subject, HRF, TR, units, column descriptions, ...).
+        JSON-able description (model, subject, HRF, TR, ``Columns``, units, column descriptions, ...).
 
     Returns
     -------
-    (tsv_path, json_path)
+    (table_path, json_path)
     """
     names = list(columns)
     data = np.column_stack([np.asarray(columns[n], dtype=np.float64) for n in names])
     path = Path(path)
-    json_path = path.with_suffix(".json")
+    gz = path.name.lower().endswith(".gz")
+    lines = [] if gz else ["\t".join(names)]
+    lines += ["\t".join("n/a" if not np.isfinite(v) else f"{v:.9g}" for v in row) for row in data]
+    text = ("\n".join(lines) + "\n").encode()
     with atomic_path(path) as tmp:
-        with open(tmp, "w") as fh:
-            fh.write("\t".join(names) + "\n")
-            for row in data:
-                fh.write("\t".join("n/a" if not np.isfinite(v) else f"{v:.9g}" for v in row) + "\n")
+        # mtime=0: the same table gives the same bytes (and sha256) on every run
+        tmp.write_bytes(gzip.compress(text, mtime=0) if gz else text)
+    json_path = sidecar_path(path)
     write_json(json_path, dict(sidecar))
     return path, json_path
 
@@ -310,14 +374,19 @@ def write_outputs(paths: Sequence[Path], bold: np.ndarray, per_scan: Mapping[str
             written.append(write_nifti(path, bold, meta["voxel_ijk"], meta["volume_shape"], meta["affine"],
                                              meta["tr"], fill=fill))
         elif kind == "tsv":
-            written.extend(write_predictors(path, *_predictor_table(bold, per_scan, meta)))
+            with_time = not path.name.lower().endswith(".gz")
+            written.extend(write_predictors(path, *_predictor_table(bold, per_scan, meta, with_time)))
     return written
 
 
-def _predictor_table(bold: np.ndarray, per_scan: Mapping, meta: Mapping) -> tuple[dict, dict]:
+def _free_name(name: str, taken: set) -> str:
+    while name in taken:
+        name = f"berg_{name}"
+    return name
+
+
+def _predictor_table(bold: np.ndarray, per_scan: Mapping, meta: Mapping, with_time: bool) -> tuple[dict, dict]:
     rois = meta.get("roi_columns") or {"all": np.arange(bold.shape[1])}
-    columns = {name: bold[:, np.asarray(cols, dtype=np.int64)].mean(axis=1) for name, cols in rois.items()}
-    columns.update(per_scan)
     hrf = meta["hrf"]
     sidecar = {
         "Description": "Predicted BOLD time courses (mean over each ROI's outputs) and low-level baselines, one row per scan.",
@@ -325,12 +394,27 @@ def _predictor_table(bold: np.ndarray, per_scan: Mapping, meta: Mapping) -> tupl
         "RepetitionTime": meta["tr"], "SamplingFrequency": 1.0 / meta["tr"],
         "StartTime": meta["slice_time_ref"] * meta["tr"], "SliceTimeRef": meta["slice_time_ref"],
         "NumberOfScans": int(bold.shape[0]), "Units": meta["units"], "berg_version": berg_version(),
-        "Columns": list(columns),
     }
+    reserved = set(sidecar) | {"Columns"}
+    if reserved & set(rois):
+        raise InvalidArgumentError(f"ROI name(s) {sorted(reserved & set(rois))} are sidecar fields of the predictor "
+                                   f"table; ROI names other than {sorted(reserved)} are valid")
+    taken = reserved | set(rois)
+    columns = {}
+    if with_time:
+        time_name = _free_name(TIME_COLUMN, taken)
+        taken.add(time_name)
+        columns[time_name] = (np.arange(bold.shape[0]) + meta["slice_time_ref"]) * meta["tr"]
+        sidecar[time_name] = {"Description": "Acquisition time of the scan from the film's start.", "Units": "s"}
     for name in rois:
+        columns[name] = bold[:, np.asarray(rois[name], dtype=np.int64)].mean(axis=1)
         sidecar[name] = {"Description": f"Mean predicted response over ROI {name}, HRF {hrf}, at scan times.",
                          "Units": meta["units"]}
-    for name in per_scan:
-        sidecar[name] = {"Description": f"{name} of the frames (berg.baselines.{name}), HRF {hrf}, at scan times.",
-                         "Units": meta["baseline_units"]}
+    for name, values in per_scan.items():
+        column = _free_name(name, taken)
+        taken.add(column)
+        columns[column] = values
+        sidecar[column] = {"Description": f"{name} of the frames (berg.baselines.{name}), HRF {hrf}, at scan times.",
+                           "Units": meta["baseline_units"]}
+    sidecar["Columns"] = list(columns)
     return columns, sidecar
