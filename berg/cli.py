@@ -134,10 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_encode)
 
     from . import fetch, movie
+    from .batch import runner as batch_runner
     from .storage import img2fmri
     from .training import cli as training_cli
 
-    for module in (fetch, img2fmri, movie, training_cli):
+    for module in (fetch, img2fmri, movie, training_cli, batch_runner):
         module.register_cli(sub)
     return parser
 
