@@ -55,6 +55,8 @@ def stimulus_names(unit: Unit) -> list[str]:
 def run_unit(model, unit: Unit, root: Path, stimulus=None) -> dict:
     """Compute ``unit`` with ``model``, write its outputs under ``root`` (temp then rename), then its record.
 
+    Temporary files a killed run left beside the unit's outputs are removed first (one run per output root).
+
     Parameters
     ----------
     model : EncodingModel
@@ -71,6 +73,9 @@ def run_unit(model, unit: Unit, root: Path, stimulus=None) -> dict:
     """
     started = time.perf_counter()
     out = {role: Path(root) / rel for role, rel in unit.outputs.items()}
+    for path in out.values():  # temporaries left by a run that was killed while writing this unit
+        for stale in path.parent.glob(f".{path.name}.*"):
+            stale.unlink(missing_ok=True)
     if unit.kind == "film":
         o = unit.options
         predict_movie(model, unit.source["path"], tr=o["tr"], n_scans=o["n_scans"],

@@ -126,11 +126,11 @@ def _tsv_dict(path: Path) -> dict:
                 if data.setdefault(key, value) != value:
                     raise fail(path.name, i, key, f"is {value!r} but an earlier row gives {data[key]!r}; "
                                                   "it must hold one value on every row")
+        parsed = {k: v if k in ("stimuli", "task", "desc") else yaml.safe_load(v) for k, v in row.items()}
         for key in _TSV_LISTS:
             if key in row and "," in row[key]:
-                row[key] = [v.strip() for v in row[key].split(",")]
-        data["rows"].append({k: yaml.safe_load(v) if isinstance(v, str) and k not in ("stimuli", "task", "desc")
-                             else v for k, v in row.items()})
+                parsed[key] = [yaml.safe_load(v.strip()) for v in row[key].split(",")]
+        data["rows"].append(parsed)
     return data
 
 
