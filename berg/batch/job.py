@@ -4,7 +4,7 @@ YAML::
 
     output: derivatives/berg            # output root (relative paths: to the job file's folder)
     berg_dir: models                    # optional; default $BERG_HOME or the user cache
-    ray: {actors: 2, num_gpus: 1}       # optional Ray engine settings (see RAY_FIELDS)
+    ray: {actors: 2, num_gpus: 1}       # optional Ray engine settings (RAY_FIELDS; decode_tasks 0: 2 per actor)
     rows:
       - stimuli: films/*.mp4            # files, folders, glob patterns, or an .npy / .h5 array file
         model: fmri-bmd-s3d
@@ -45,7 +45,8 @@ ROW_DEFAULTS: dict[str, Any] = {
 }
 ROW_FIELDS = tuple(ROW_DEFAULTS)
 JOB_FIELDS = ("output", "berg_dir", "ray", "rows")
-RAY_FIELDS = {"actors": 1, "num_gpus": 0.0, "cpus_per_actor": 1.0, "cpus_per_decode": 1.0, "max_retries": 3}
+RAY_FIELDS = {"actors": 1, "num_gpus": 0.0, "cpus_per_actor": 1.0, "cpus_per_decode": 1.0, "decode_tasks": 0,
+              "max_retries": 3}
 PRECISIONS = ("float32", "bfloat16", "float16")
 HRFS = ("spm", "glover", "none")
 _TSV_LISTS = ("subjects", "roi")
@@ -172,7 +173,7 @@ def ray_settings(given, source: str = "job") -> dict:
         raise _unknown(source, None, given, RAY_FIELDS)
     settings = {**RAY_FIELDS, **{k: v for k, v in given.items() if v is not None}}
     for key, value in settings.items():
-        whole = key in ("actors", "max_retries")
+        whole = key in ("actors", "max_retries", "decode_tasks")
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and (
             value >= 1 if key == "actors" else value >= 0) and (not whole or int(value) == value)
         if not ok:

@@ -143,7 +143,8 @@ def run_ray(units: list[Unit], root: Path, berg_dir: Path | None, settings: dict
             retries = int(settings["max_retries"])
             ds = ray.data.from_items([{"unit": json.dumps(u.to_dict())} for u in units],
                                      override_num_blocks=len(units))
-            ds = ds.map(decode, num_cpus=settings["cpus_per_decode"])  # a lost task is retried by Ray Data
+            decoders = ray.data.TaskPoolStrategy(size=int(settings["decode_tasks"] or 2 * settings["actors"]))
+            ds = ds.map(decode, num_cpus=settings["cpus_per_decode"], compute=decoders)  # lost tasks are retried
             pool = ray.data.ActorPoolStrategy(size=int(settings["actors"]))
             ds = ds.map_batches(UnitActor, batch_size=1, compute=pool,
                                 num_cpus=settings["cpus_per_actor"], num_gpus=settings["num_gpus"] or None,
