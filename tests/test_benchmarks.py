@@ -7,6 +7,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
+import bench_batch  # noqa: E402
 import bench_encode  # noqa: E402
 import bench_img2fmri  # noqa: E402
 import bench_load  # noqa: E402
@@ -54,3 +55,11 @@ def test_table_has_a_row_per_variant():
             {"scenario": "s", "variant": "b", "seconds_per_batch": 0.5, "peak_rss_mb": 12.0}]
     table = benchmark.format_table(rows).splitlines()
     assert len(table) == 4 and "2 (x)" in table[2] and "| 12 |" in table[3]
+
+
+def test_batch_scenario(img2fmri_model_dir, ray_cluster):
+    result = bench_batch.run(quick=True, berg_dir=img2fmri_model_dir.parents[3], n_images=4, film_s=2.0, rss_units=1)
+    assert set(result["seconds"]) == {f"{k} / {v}" for k in ("images", "films")
+                                      for v in ("direct", "local", "ray 1 actor", "ray 2 actors")}
+    assert all(s > 0 for s in result["seconds"].values()) and result["items_per_s"]["films / local"] > 0
+    assert set(result["peak_rss_mib"]) == {"1 units", "4 units"} and result["rss_growth"] > 0

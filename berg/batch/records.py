@@ -4,7 +4,7 @@ Layout under the output root::
 
     dataset_description.json          BIDS derivatives description (GeneratedBy: berg)
     logs/units/<uid>.json             one completion record per finished unit
-    logs/failures.tsv                 unit, row, stimulus, error type, message (this run's failures; header only if none)
+    logs/failures.tsv                 unit, row, stimulus, error type, message (this run's failures)
 
 A completion record holds the unit's parameters (:meth:`Unit.params`) and the sha256 of each output. A unit counts
 as done only when its record exists, its parameters equal the job's and every output's sha256 matches; anything
