@@ -194,11 +194,10 @@ def write_columns(h5: h5py.Group, metadata: Mapping) -> None:
     h5 : h5py.File or h5py.Group
         Where to write (existing entries of these names are replaced).
     metadata : dict
-        A model's metadata; ``voxel_ijk`` (n_outputs, 3) is required, the rest is written where present.
+        A model's metadata (every encoding model's has ``voxel_ijk``); each entry is written where present.
     """
-    arrays = {"voxel_ijk": np.asarray(metadata["voxel_ijk"], dtype=np.int32)}
-    if metadata.get("affine") is not None:
-        arrays["affine"] = np.asarray(metadata["affine"], dtype=np.float64)
+    arrays = {name: np.asarray(metadata[name], dtype=dtype) for name, dtype in (("voxel_ijk", np.int32),
+              ("affine", np.float64)) if metadata.get(name) is not None}
     for name in (*arrays, "roi_columns"):
         if name in h5:
             del h5[name]
