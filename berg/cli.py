@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ from ._io import atomic_path
 from .encoder import encode
 from .errors import BergError, InvalidArgumentError
 from .registry import format_catalog
+from .sinks import write_columns
 from .spaces import to_nifti
 
 OUTPUT_SUFFIXES = (".npy", ".h5", ".hdf5", ".nii", ".nii.gz")
@@ -78,17 +78,7 @@ def encode_to_file(model, stimulus, n_stimuli: int, path: str | Path, show_progr
                 out = h5.create_dataset("responses", shape=shape, dtype=np.float32,
                                         chunks=(1, shape[1]) if shape[1] > 0 else None)
                 encode(model, stimulus, show_progress=show_progress, batch_size=batch_size, out=out)
-                h5.create_dataset("voxel_ijk", data=metadata["voxel_ijk"])
-                h5.create_dataset("affine", data=metadata["affine"])
-                group = h5.create_group("roi_columns")
-                for roi, cols in metadata["roi_columns"].items():
-                    group.create_dataset(roi, data=cols)
-                for key in ("model_id", "units", "berg_version"):
-                    h5.attrs[key] = str(metadata[key])
-                h5.attrs["subject"] = str(metadata["subject"])
-                h5.attrs["volume_shape"] = metadata["volume_shape"]
-                h5.attrs["selection"] = json.dumps(metadata["selection"])
-                h5.attrs["backbone"] = json.dumps(metadata["backbone"])
+                write_columns(h5, metadata)
         else:
             responses = encode(model, stimulus, show_progress=show_progress, batch_size=batch_size)
             to_nifti(responses, metadata).to_filename(tmp)
@@ -145,10 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_encode)
 
     from . import fetch, movie
+    from .batch import runner as batch_runner
     from .storage import img2fmri
     from .training import cli as training_cli
 
-    for module in (fetch, img2fmri, movie, training_cli):
+    for module in (fetch, img2fmri, movie, training_cli, batch_runner):
         module.register_cli(sub)
     return parser
 

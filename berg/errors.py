@@ -65,6 +65,18 @@ class OfflineError(MissingFilesError):
     """Files are missing and ``BERG_OFFLINE=1`` forbids fetching them."""
 
 
+class JobError(BergError, ValueError):
+    """A batch job description with a bad row or field; ``row`` (1-based, or None for the job) and ``field``."""
+
+    def __init__(self, message: str, row: int | None = None, field: str | None = None):
+        super().__init__(message)
+        self.row, self.field = row, field
+
+
+class OptionalDependencyError(BergError, ImportError):
+    """A feature that needs an optional extra which is not installed (the message says how to install it)."""
+
+
 def as_number(value) -> float:
     """``float(value)``, or NaN where ``value`` is not a number, so that range checks reject it."""
     try:

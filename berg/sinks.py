@@ -1,6 +1,14 @@
-"""Where movie predictions go: a resumable HDF5 sample sink, a streamed 4D NIfTI, BIDS-style predictor TSVs.
+"""Where predictions go: a resumable HDF5 sample sink, a streamed 4D NIfTI, BIDS continuous predictors.
 
-HDF5 layout (one file; ``OUT.h5`` once complete, ``.OUT.h5.partial`` while a run is going):
+Voxel order. Every array output has one column per model output, in the order of the model's metadata
+``voxel_ijk`` (n_outputs, 3): the (i, j, k) voxel of column c in the volume ``volume_shape`` with ``affine``. For
+subject models that is the order of the subject's voxels in the model files (a selection keeps it); for group
+models the order of the overlap mask's voxels in C order. HDF5 outputs store it as the dataset ``voxel_ijk``
+(with ``affine`` and ``roi_columns/{name}``), so a file can be put back into a volume without berg.
+
+Predictor tables (``.tsv``, ``.tsv.gz``): see :mod:`berg.predictors`.
+
+HDF5 layout of a movie (one file; ``OUT.h5`` once complete, ``.OUT.h5.partial`` while a run is going):
 
 ``samples/responses`` (n_samples, n_outputs) float32
     Encoder output per sample (frame or clip), in the model's units.
@@ -10,6 +18,8 @@ HDF5 layout (one file; ``OUT.h5`` once complete, ``.OUT.h5.partial`` while a run
     Low-level baselines per sample (:mod:`berg.baselines`).
 ``bold`` (n_scans, n_outputs) float32, ``frame_times`` (n_scans,) float64, ``baselines_tr/{name}`` (n_scans,)
     The per-scan series, written when the run completes.
+``voxel_ijk`` (n_outputs, 3), ``affine`` (4, 4), ``roi_columns/{name}``
+    The voxel of each column (see "Voxel order"), written when the run completes.
 attrs ``params`` (JSON: the run's parameters, checked on resume), ``n_done`` (samples committed),
 ``metadata`` (JSON), ``complete`` (bool).
 
@@ -29,13 +39,14 @@ import h5py
 import nibabel as nib
 import numpy as np
 
-from ._io import atomic_path, write_json
-from .config import berg_version
+from ._io import atomic_path
 from .errors import InvalidArgumentError
+from .predictors import predictor_table, write_predictors
 
 log = logging.getLogger(__name__)
 
-OUTPUT_KINDS = {".nii": "nifti", ".nii.gz": "nifti", ".h5": "hdf5", ".hdf5": "hdf5", ".tsv": "tsv"}
+OUTPUT_KINDS = {".nii": "nifti", ".nii.gz": "nifti", ".h5": "hdf5", ".hdf5": "hdf5", ".tsv": "tsv",
+                ".tsv.gz": "tsv"}
 _CHUNK_ROWS = 64
 _CHUNK_COLS = 1024
 
@@ -164,6 +175,7 @@ class SampleSink:
         f.create_dataset("frame_times", data=np.asarray(frame_times, dtype=np.float64))
         for name, values in baselines_tr.items():
             f.create_dataset(f"baselines_tr/{name}", data=np.asarray(values, dtype=np.float32))
+        write_columns(f, metadata)
         f.attrs["metadata"] = json.dumps(dict(metadata), default=_jsonable)
         f.attrs["complete"] = True
         f.flush()
@@ -172,6 +184,36 @@ class SampleSink:
         """Close the file (idempotent)."""
         if self._file.id.valid:
             self._file.close()
+
+
+def write_columns(h5: h5py.Group, metadata: Mapping) -> None:
+    """Store what each output column is: ``voxel_ijk``, ``affine``, ``roi_columns/{name}`` and scalar attributes.
+
+    Parameters
+    ----------
+    h5 : h5py.File or h5py.Group
+        Where to write (existing entries of these names are replaced).
+    metadata : dict
+        A model's metadata (every encoding model's has ``voxel_ijk``); each entry is written where present.
+    """
+    arrays = {name: np.asarray(metadata[name], dtype=dtype) for name, dtype in (("voxel_ijk", np.int32),
+              ("affine", np.float64)) if metadata.get(name) is not None}
+    for name in (*arrays, "roi_columns"):
+        if name in h5:
+            del h5[name]
+    for name, values in arrays.items():
+        h5.create_dataset(name, data=values)
+    group = h5.create_group("roi_columns")
+    for roi, cols in (metadata.get("roi_columns") or {}).items():
+        group.create_dataset(roi, data=np.asarray(cols, dtype=np.int64))
+    for key in ("model_id", "units", "berg_version", "subject"):
+        if metadata.get(key) is not None:
+            h5.attrs[key] = str(metadata[key])
+    if metadata.get("volume_shape") is not None:
+        h5.attrs["volume_shape"] = list(metadata["volume_shape"])
+    for key in ("selection", "backbone"):
+        if key in metadata:
+            h5.attrs[key] = json.dumps(metadata[key], default=_jsonable)
 
 
 def _jsonable(obj):
@@ -264,35 +306,6 @@ def write_nifti(path: str | os.PathLike, bold: np.ndarray, voxel_ijk: np.ndarray
     return path
 
 
-def write_predictors(path: str | os.PathLike, columns: Mapping[str, np.ndarray], sidecar: Mapping) -> tuple[Path, Path]:
-    """Write a BIDS-style predictor TSV (header row, one row per scan) and its JSON sidecar.
-
-    Parameters
-    ----------
-    path : str or PathLike
-        ``.tsv`` file; the sidecar is the same name with ``.json``.
-    columns : dict
-        Column name -> (n_scans,) values.
-    sidecar : dict
-        JSON-able description (model, subject, HRF, TR, units, column descriptions, ...).
-
-    Returns
-    -------
-    (tsv_path, json_path)
-    """
-    names = list(columns)
-    data = np.column_stack([np.asarray(columns[n], dtype=np.float64) for n in names])
-    path = Path(path)
-    json_path = path.with_suffix(".json")
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as fh:
-            fh.write("\t".join(names) + "\n")
-            for row in data:
-                fh.write("\t".join("n/a" if not np.isfinite(v) else f"{v:.9g}" for v in row) + "\n")
-    write_json(json_path, dict(sidecar))
-    return path, json_path
-
-
 def write_outputs(paths: Sequence[Path], bold: np.ndarray, per_scan: Mapping[str, np.ndarray], meta: Mapping) -> list[Path]:
     """Write the NIfTI and TSV outputs among ``paths`` (HDF5 is the sink itself); return the files written.
 
@@ -310,27 +323,6 @@ def write_outputs(paths: Sequence[Path], bold: np.ndarray, per_scan: Mapping[str
             written.append(write_nifti(path, bold, meta["voxel_ijk"], meta["volume_shape"], meta["affine"],
                                              meta["tr"], fill=fill))
         elif kind == "tsv":
-            written.extend(write_predictors(path, *_predictor_table(bold, per_scan, meta)))
+            with_time = not path.name.lower().endswith(".gz")
+            written.extend(write_predictors(path, *predictor_table(bold, per_scan, meta, with_time)))
     return written
-
-
-def _predictor_table(bold: np.ndarray, per_scan: Mapping, meta: Mapping) -> tuple[dict, dict]:
-    rois = meta.get("roi_columns") or {"all": np.arange(bold.shape[1])}
-    columns = {name: bold[:, np.asarray(cols, dtype=np.int64)].mean(axis=1) for name, cols in rois.items()}
-    columns.update(per_scan)
-    hrf = meta["hrf"]
-    sidecar = {
-        "Description": "Predicted BOLD time courses (mean over each ROI's outputs) and low-level baselines, one row per scan.",
-        "model_id": meta.get("model_id"), "subject": meta.get("subject"), "HRF": hrf,
-        "RepetitionTime": meta["tr"], "SamplingFrequency": 1.0 / meta["tr"],
-        "StartTime": meta["slice_time_ref"] * meta["tr"], "SliceTimeRef": meta["slice_time_ref"],
-        "NumberOfScans": int(bold.shape[0]), "Units": meta["units"], "berg_version": berg_version(),
-        "Columns": list(columns),
-    }
-    for name in rois:
-        sidecar[name] = {"Description": f"Mean predicted response over ROI {name}, HRF {hrf}, at scan times.",
-                         "Units": meta["units"]}
-    for name in per_scan:
-        sidecar[name] = {"Description": f"{name} of the frames (berg.baselines.{name}), HRF {hrf}, at scan times.",
-                         "Units": meta["baseline_units"]}
-    return columns, sidecar

@@ -1,6 +1,6 @@
 """berg's benchmark suite: every scenario against its anchor or its limit, in one run.
 
-    python scripts/benchmark.py [--quick] [--scenarios readout group encode movie load training] [--json PATH]
+    python scripts/benchmark.py [--quick] [--scenarios readout group encode movie load training batch] [--json PATH]
                                 [--device cpu|cuda]
 
 Prints a table (device, time, throughput, every ratio with its target and a pass/MISS mark, peak RSS) and writes
@@ -91,8 +91,24 @@ def _training(quick: bool, device: str) -> list[dict]:
              "seconds": r["train"]["seconds"], "peak_rss_mb": r["train"]["peak_rss_gb"] * 1024}]
 
 
+def _batch(quick: bool) -> list[dict]:
+    r = importlib.import_module("bench_batch").run(quick)
+    size = {"images": f"{r['n_images']} images x 2 subjects", "films": f"3 films of {r['film_s']:g} s x 1 subject"}
+    rows = [{"scenario": f"batch {key.split(' / ')[0]}", "variant": key.split(" / ")[1], "seconds": seconds,
+             "throughput": f"{r['items_per_s'][key]:.1f} items/s", "size": size[key.split(" / ")[0]]}
+            for key, seconds in r["seconds"].items()]
+    for row in rows:
+        key = f"{row['scenario'][6:]} / {row['variant']}"
+        if key in r["ray_over_local"]:
+            row.update(ratio=r["ray_over_local"][key], ratio_meaning="Ray time / local engine time (target <= 1.2)")
+    rows.append({"scenario": "batch memory", "variant": "local engine, 4x the image units",
+                 "seconds": 0.0, "peak_rss_mb": max(r["peak_rss_mib"].values()) * 1.048576,
+                 "ratio": r["rss_growth"], "ratio_meaning": "peak RSS 4U units / U units (flat: about 1)"})
+    return rows
+
+
 SCENARIOS = {"readout": _readout, "group": _group, "encode": _encode, "movie": _movie, "load": _load,
-             "training": _training}
+             "training": _training, "batch": _batch}
 
 
 def mark(row: dict) -> str:

@@ -89,3 +89,13 @@ def images() -> np.ndarray:
     """Three random 224x224 RGB uint8 images, (3, 224, 224, 3)."""
     return np.random.default_rng(1).integers(0, 256, size=(3, 224, 224, 3), dtype=np.uint8)
 
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster for the whole test run, bound to the loopback interface only."""
+    import ray  # part of the dev extra: a missing Ray fails these tests rather than skipping them
+
+    ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False)
+    yield ray
+    ray.shutdown()

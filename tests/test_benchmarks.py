@@ -8,6 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
+import bench_batch  # noqa: E402
 import bench_encode  # noqa: E402
 import benchutil  # noqa: E402
 import bench_img2fmri  # noqa: E402
@@ -77,3 +78,11 @@ def test_best_of_interleaves_and_keeps_the_best():
     calls = []
     times = benchutil.best_of({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=2)
     assert calls == ["a", "b"] * 3 and set(times) == {"a", "b"} and all(t >= 0 for t in times.values())
+
+
+def test_batch_scenario(img2fmri_model_dir, ray_cluster):
+    result = bench_batch.run(quick=True, berg_dir=img2fmri_model_dir.parents[3], n_images=4, film_s=2.0, rss_units=1)
+    assert set(result["seconds"]) == {f"{k} / {v}" for k in ("images", "films")
+                                      for v in ("direct", "local", "ray 1 actor", "ray 2 actors")}
+    assert all(s > 0 for s in result["seconds"].values()) and result["items_per_s"]["films / local"] > 0
+    assert set(result["peak_rss_mib"]) == {"1 units", "4 units"} and result["rss_growth"] > 0

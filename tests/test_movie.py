@@ -144,7 +144,8 @@ def test_nifti_tsv_and_h5_outputs(tmp_path, flashes):
     assert np.isnan(data[1, 1, 1]).all() and np.isfinite(data).sum() == 3 * 37
 
     table = pd.read_csv(out / "pred.tsv", sep="\t")
-    assert table.shape == (37, 4) and list(table.columns) == ["red", "rgb", "brightness", "luminance"]
+    assert table.shape == (37, 5) and list(table.columns) == ["onset", "red", "rgb", "brightness", "luminance"]
+    np.testing.assert_allclose(table["onset"], result.frame_times, rtol=1e-9)
     np.testing.assert_allclose(table["red"], result.bold[:, 0], rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(table["rgb"], result.bold.mean(axis=1), rtol=1e-6, atol=1e-9)
     sidecar = json.loads((out / "pred.json").read_text())
@@ -157,6 +158,41 @@ def test_nifti_tsv_and_h5_outputs(tmp_path, flashes):
     assert stored["samples"].shape == (120, 3) and stored["metadata"]["hrf"] == "glover"
     assert result.samples is None and sorted(p.name for p in out.iterdir()) == [
         "all.hdf5", "bold.nii", "group.nii.gz", "pred.json", "pred.tsv"]
+
+
+def test_bids_continuous_predictors_have_no_header_and_a_timed_sidecar(tmp_path, flashes):
+    result = predict_movie(FakeModel(), flashes, tr=1.5, slice_time_ref=0.5, show_progress=False,
+                           output=[tmp_path / "sub-01_task-f_stim.tsv.gz", tmp_path / "run.h5"])
+    table = pd.read_csv(tmp_path / "sub-01_task-f_stim.tsv.gz", sep="\t", header=None)
+    sidecar = json.loads((tmp_path / "sub-01_task-f_stim.json").read_text())
+    assert sidecar["Columns"] == ["red", "rgb", "brightness", "luminance"] and table.shape == (40, 4)
+    assert sidecar["SamplingFrequency"] == 1 / 1.5 and sidecar["StartTime"] == 0.75
+    np.testing.assert_allclose(table[1], result.bold.mean(axis=1), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(table[2], result.baselines_tr["brightness"], rtol=1e-6, atol=1e-9)
+    with h5py.File(tmp_path / "run.h5") as h5:  # the voxel of every column is in the file
+        np.testing.assert_array_equal(h5["voxel_ijk"][()], [[0, 0, 0], [1, 0, 0], [0, 2, 1]])
+        np.testing.assert_array_equal(h5["roi_columns/rgb"][()], [0, 1, 2])
+
+
+def test_an_roi_named_like_a_baseline_keeps_both_columns(tmp_path, flashes):
+    model = FakeModel()
+    model.metadata["roi_columns"] = {"brightness": [0], "berg_brightness": [1], "onset": [2]}
+    result = predict_movie(model, flashes, tr=2.0, show_progress=False, output=tmp_path / "p.tsv")
+    table = pd.read_csv(tmp_path / "p.tsv", sep="\t")
+    assert list(table.columns) == ["berg_onset", "brightness", "berg_brightness", "onset", "berg_berg_brightness",
+                                   "luminance"]
+    np.testing.assert_allclose(table["brightness"], result.bold[:, 0], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(table["berg_berg_brightness"], result.baselines_tr["brightness"], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(table["berg_onset"], result.frame_times)
+    sidecar = json.loads((tmp_path / "p.json").read_text())
+    assert sidecar["Columns"] == list(table.columns) and sidecar["berg_onset"]["Units"] == "s"
+
+
+def test_an_roi_named_like_a_sidecar_field_is_refused(tmp_path, flashes):
+    model = FakeModel()
+    model.metadata["roi_columns"] = {"Units": [0]}
+    with pytest.raises(BergError, match="Units"):
+        predict_movie(model, flashes, tr=2.0, show_progress=False, output=tmp_path / "p.tsv")
 
 
 def test_group_volumes_are_zero_outside_the_model(tmp_path, flashes):
@@ -212,5 +248,5 @@ def test_real_encoder_through_the_public_api(tmp_path, tiny_model, berg_dir):
     img = nib.load(tmp_path / "out.nii.gz")
     assert img.shape == (6, 7, 5, 4) and img.header.get_zooms()[3] == 1.0
     table = pd.read_csv(tmp_path / "out.tsv", sep="\t")
-    assert list(table.columns) == ["lA", "rA", "B", "brightness", "luminance"] and len(table) == 4
+    assert list(table.columns) == ["onset", "lA", "rA", "B", "brightness", "luminance"] and len(table) == 4
     np.testing.assert_allclose(table["B"], result.bold[:, 0::4].mean(axis=1), rtol=1e-5, atol=1e-7)

@@ -1,0 +1,95 @@
+"""Doing one unit: load its model, read its stimuli, write its outputs and its completion record.
+
+The same code runs in the local engine and in Ray actors, so both give the same files.
+
+Image shards go to ``..._responses.h5``: ``responses`` (n_images, n_outputs) float32 in the model's units,
+``stimuli`` (n_images,) the file paths (or ``ARRAY[index]``), and the column datasets of
+:func:`berg.sinks.write_columns` (``voxel_ijk`` first among them). Films go through :func:`berg.predict_movie`
+into a 4D NIfTI, its HDF5 file and BIDS continuous predictors (``_stim.tsv.gz`` + ``_stim.json``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .. import api
+from .._io import atomic_path
+from ..encoder import encode
+from ..movie import predict_movie
+from ..sinks import write_columns
+from .records import write_record
+from .units import Unit
+
+
+def load_model(unit: Unit, berg_dir: str | Path | None):
+    """The encoding model ``unit.model`` describes."""
+    m = unit.model
+    return api.get_encoding_model(m["model_id"], subject=m["subject"], selection=m["selection"], device=m["device"],
+                                  backbone_weights=m["backbone_weights"], berg_dir=berg_dir,
+                                  precision=m["precision"])
+
+
+def read_stimulus(unit: Unit):
+    """The stimulus of an image unit as ``encode`` takes it: file paths, or the array slice (read now)."""
+    src = unit.source
+    if "files" in src:
+        return list(src["files"])
+    if src["array"].lower().endswith(".npy"):
+        return np.array(np.load(src["array"], mmap_mode="r", allow_pickle=False)[src["start"]:src["stop"]])
+    with h5py.File(src["array"], "r") as handle:
+        return handle[src["dataset"]][src["start"]:src["stop"]]
+
+
+def stimulus_names(unit: Unit) -> list[str]:
+    """One name per image of the unit: its file path, or ``ARRAY[index]``."""
+    src = unit.source
+    if "files" in src:
+        return list(src["files"])
+    return [f"{src['array']}[{i}]" for i in range(src["start"], src["stop"])]
+
+
+def run_unit(model, unit: Unit, root: Path, stimulus=None) -> dict:
+    """Compute ``unit`` with ``model``, write its outputs under ``root`` (temp then rename), then its record.
+
+    Temporary files a killed run left beside the unit's outputs are removed first (one run per output root).
+
+    Parameters
+    ----------
+    model : EncodingModel
+    unit : Unit
+    root : Path
+        Output root.
+    stimulus : optional
+        An image unit's stimulus already read (by a Ray decode task); default: :func:`read_stimulus`.
+
+    Returns
+    -------
+    dict
+        The completion record.
+    """
+    started = time.perf_counter()
+    out = {role: Path(root) / rel for role, rel in unit.outputs.items()}
+    for path in out.values():  # temporaries left by a run that was killed while writing this unit
+        for stale in path.parent.glob(f".{path.name}.*"):
+            stale.unlink(missing_ok=True)
+    if unit.kind == "film":
+        o = unit.options
+        predict_movie(model, unit.source["path"], tr=o["tr"], n_scans=o["n_scans"],
+                      slice_time_ref=o["slice_time_ref"], hrf=None if o["hrf"] == "none" else o["hrf"],
+                      sample_rate_hz=o["sample_rate_hz"] or None, clip_s=o["clip_s"], stride_s=o["stride_s"],
+                      batch_size=o["batch_size"], output=[out["nifti"], out["hdf5"], out["predictors"]],
+                      show_progress=False)
+    else:
+        stimulus = read_stimulus(unit) if stimulus is None else stimulus
+        names = stimulus_names(unit)
+        with atomic_path(out["responses"]) as tmp, h5py.File(tmp, "w") as h5:
+            responses = h5.create_dataset("responses", shape=(len(names), model.n_outputs), dtype=np.float32,
+                                          chunks=(1, model.n_outputs) if model.n_outputs else None)
+            encode(model, stimulus, show_progress=False, batch_size=unit.options["batch_size"], out=responses)
+            h5.create_dataset("stimuli", data=np.array(names, dtype=h5py.string_dtype()))
+            write_columns(h5, model.metadata)
+    return write_record(root, unit, time.perf_counter() - started)

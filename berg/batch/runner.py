@@ -1,0 +1,120 @@
+"""``berg.batch.run`` and ``berg batch JOB``: plan, skip what is done, run the rest on an engine, account for it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InvalidArgumentError
+from .job import Job, load_job, ray_settings
+from .local import run_local
+from .records import is_done, write_description, write_failures
+from .units import plan
+
+ENGINES = ("local", "ray")
+
+
+@dataclass
+class BatchResult:
+    """What :func:`run` did.
+
+    Attributes
+    ----------
+    output : Path
+        The output root.
+    n_units, n_skipped, n_done : int
+        Units in the job; already complete before this run (skipped); completed by this run.
+    failures : list of dict
+        Failures-table rows (``unit``, ``row``, ``stimulus``, ``error_type``, ``message``); also in
+        ``logs/failures.tsv``.
+    """
+
+    output: Path
+    n_units: int
+    n_skipped: int
+    n_done: int
+    failures: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no unit failed."""
+        return not self.failures
+
+
+def run(job: str | os.PathLike | dict | Job, engine: str = "local", address: str | None = None, *,
+        actors: int | None = None, num_gpus: float | None = None, show_progress: bool = True) -> BatchResult:
+    """Run a batch job: every stimulus x model x subject of ``job``, resumable.
+
+    Parameters
+    ----------
+    job : path, dict or Job
+        A YAML or TSV job file, or the YAML's content as a dict (see :mod:`berg.batch.job`).
+    engine : {"local", "ray"}
+        ``"local"``: this process (no Ray needed). ``"ray"``: Ray Data, decoding in CPU tasks and encoders in
+        actors (``pip install "berg[ray]"``).
+    address : str, optional
+        Ray engine: a cluster to connect to (``ray://host:10001`` or ``host:6379``); default the running one, or
+        a new local cluster bound to 127.0.0.1.
+    actors, num_gpus : optional
+        Ray engine: encoder actors and GPUs per actor, overriding the job's ``ray`` settings.
+    show_progress : bool
+        One progress bar over units.
+
+    Returns
+    -------
+    BatchResult
+
+    Raises
+    ------
+    JobError
+        A bad job (before any work). OptionalDependencyError: ``engine="ray"`` without Ray installed.
+    """
+    if engine not in ENGINES:
+        raise InvalidArgumentError(f"engine={engine!r} is not valid; valid engines: {', '.join(ENGINES)}")
+    job = load_job(job)
+    settings = ray_settings({**job.ray, **{k: v for k, v in (("actors", actors), ("num_gpus", num_gpus))
+                                           if v is not None}}, job.source)
+    if engine == "ray":
+        from .ray_engine import import_ray
+
+        import_ray()  # a missing Ray is reported before any work
+    units = plan(job)
+    root = job.output
+    root.mkdir(parents=True, exist_ok=True)
+    write_description(root)
+    todo = [u for u in units if not is_done(root, u)]
+    if engine == "ray":
+        from .ray_engine import run_ray
+
+        failures = run_ray(todo, root, job.berg_dir, settings, address, show_progress, len(units) - len(todo))
+    else:
+        failures = run_local(todo, root, job.berg_dir, show_progress, len(units) - len(todo))
+    write_failures(root, failures)
+    return BatchResult(output=root, n_units=len(units), n_skipped=len(units) - len(todo),
+                       n_done=len(todo) - len(failures), failures=failures)
+
+
+def register_cli(subparsers) -> None:
+    """Add ``berg batch JOB [--engine ray] [--address ADDR] [--actors N] [--num-gpus G] [--quiet]``."""
+    p = subparsers.add_parser("batch", help="run a batch job (many stimuli x models x subjects), resumable",
+                              description="Run a YAML or TSV batch job; finished units are skipped on a re-run. "
+                                          "Exit status 1 when a unit failed (see logs/failures.tsv).")
+    p.add_argument("job", help="job file (.yaml, .yml or .tsv)")
+    p.add_argument("--engine", choices=ENGINES, default="local", help="local (default) or ray")
+    p.add_argument("--address", default=None, help="Ray cluster address (ray://host:10001); default: local")
+    p.add_argument("--actors", type=int, default=None, help="Ray: encoder actors (default: the job's, else 1)")
+    p.add_argument("--num-gpus", type=float, default=None, help="Ray: GPUs per encoder actor")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_cli)
+
+
+def _run_cli(args) -> int:
+    result = run(args.job, engine=args.engine, address=args.address, actors=args.actors, num_gpus=args.num_gpus,
+                 show_progress=not args.quiet)
+    print(f"{result.n_units} units: {result.n_skipped} already done, {result.n_done} done now, "
+          f"{len(result.failures)} failed; outputs in {result.output}", file=sys.stderr)
+    for row in result.failures:
+        print(f"failed: {row['unit']} ({row['error_type']}: {row['message']})", file=sys.stderr)
+    return 0 if result.ok else 1
