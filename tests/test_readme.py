@@ -1,4 +1,5 @@
-"""The README's Python examples run as written (those that need no network), in order, in one namespace."""
+"""The README's Python examples run as written, in order, in one namespace (all but those marked as needing the
+network or files a user brings)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ import numpy as np
 from berg.video import write_synthetic_video
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-_BLOCK = re.compile(r"(<!-- needs network[^\n]*-->\n)?```python\n(.*?)```", re.S)
+_BLOCK = re.compile(r"(<!-- (?:needs network|not run)[^\n]*-->\n)?```python\n(.*?)```", re.S)
 
 
 def readme_blocks() -> list[tuple[bool, str]]:
-    """(needs network, code) of every Python block of the README."""
+    """(skipped, code) of every Python block of the README; blocks marked as needing network or files are skipped."""
     return [(bool(m.group(1)), m.group(2)) for m in _BLOCK.finditer(README.read_text())]
 
 
