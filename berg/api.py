@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import registry
 from .berg_view import berg_metadata_view
@@ -73,11 +71,12 @@ def get_model_metadata(model_id: str, subject: int | str, berg_dir: str | os.Pat
     model_dir = berg_dir / card.folder
     require_files(list(metadata_paths(model_dir, subject)), card, subject)
     meta = read_subject_metadata(model_dir, subject)
+    view = berg_metadata_view(meta)
     info = dict(meta.info)
     info["voxel_ijk"] = meta.voxel_ijk
-    info["rois"] = {name: meta.row_voxel[meta.roi_rows(name)] for name in meta.roi_names}
+    info["rois"] = {name: columns.copy() for name, columns in view["fmri"]["rois"].items()}  # the same columns
     info["accuracy"] = meta.accuracy()
-    info.update(berg_metadata_view(meta))
+    info.update(view)
     return info
 
 

@@ -140,7 +140,8 @@ def roi_rows(name: str, entry: Any, space: VoxelSpace, path: Path) -> np.ndarray
 
 
 def volume_affine(fmri: dict, prefix: str) -> list[list[float]] | None:
-    """``{prefix}_affine`` if stored, else the sform (or qform-free sform rows) of ``{prefix}_header``, else None."""
+    """(4, 4) ``{prefix}_affine`` if stored, else the sform of ``{prefix}_header`` (when its sform code is set),
+    else None."""
     if fmri.get(f"{prefix}_affine") is not None:
         return np.asarray(fmri[f"{prefix}_affine"], dtype=np.float64).reshape(4, 4).tolist()
     header = fmri.get(f"{prefix}_header")
