@@ -47,8 +47,8 @@ def _checked_request(model_id: str, subject, selection, berg_dir: Path) -> tuple
     """
     card = registry.get_card(model_id, berg_dir)
     subject = card.check_subject(subject)
-    n_voxels = card.data.get("n_voxels", {}).get(subject) if subject != "group" else None
-    check_selection(selection, list(card.data["rois"]), n_voxels)
+    n_voxels = card.n_voxels.get(subject) if subject != "group" else None
+    check_selection(selection, list(card.rois), n_voxels)
     return card, subject
 
 
@@ -63,7 +63,7 @@ def get_model_metadata(model_id: str, subject: int | str, berg_dir: str | os.Pat
         indices} and ``accuracy`` {name: (n_voxels,) fraction}; and BERG's nested view, ``fmri`` and
         ``encoding_models``, with BERG's values and units (see :mod:`berg.berg_view`).
     """
-    from .encoder import require_files
+    from .storage.native import require_files
 
     berg_dir = _dir(berg_dir)
     card, subject = _checked_request(model_id, subject, None, berg_dir)

@@ -19,11 +19,6 @@ from .cards import ModelCard
 from .config import is_offline
 from .errors import BackboneWeightsError, InvalidDeviceError
 
-# architecture -> (builder, module holding its weights enums)
-_ARCHITECTURES = {
-    "resnet18": (torchvision.models.resnet18, torchvision.models),
-    "s3d": (torchvision.models.video.s3d, torchvision.models.video),
-}
 _HASH_PREFIX = re.compile(r"-([a-f0-9]{6,})\.")
 UNTRAINED_SEED = 0
 
@@ -45,11 +40,24 @@ def resolve_device(device: str | torch.device) -> torch.device:
     raise InvalidDeviceError(f"device={name!r} is not valid: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
 
 
+def _builder(card: ModelCard) -> Any:
+    """The torchvision builder named by ``backbone.architecture`` (any classification or video model)."""
+    name = card.backbone.architecture
+    try:
+        return torchvision.models.get_model_builder(name)
+    except ValueError as exc:
+        raise BackboneWeightsError(f"model card {card.path}: field 'backbone.architecture' is {name!r}, which is not "
+                                   "a torchvision model; see torchvision.models.list_models()") from exc
+
+
 def published_weights(card: ModelCard) -> Any:
     """The torchvision weights enum member named by the card (e.g. ``ResNet18_Weights.IMAGENET1K_V1``)."""
-    arch = card.data["backbone"]["architecture"]
-    enum_name, member = card.data["backbone"]["weights"].split(".")
-    return getattr(getattr(_ARCHITECTURES[arch][1], enum_name), member)
+    _builder(card)
+    try:
+        return torchvision.models.get_weight(card.backbone.weights)
+    except (ValueError, AttributeError, KeyError) as exc:
+        raise BackboneWeightsError(f"model card {card.path}: field 'backbone.weights' is {card.backbone.weights!r}, "
+                                   "which is not a torchvision weights enum member (Enum.MEMBER)") from exc
 
 
 def _load_state_dict(path: Path, expected_prefix: str | None) -> tuple[dict[str, torch.Tensor], str]:
@@ -107,7 +115,7 @@ def resolve_weights(card: ModelCard, backbone_weights: str | os.PathLike | None,
             except Exception as exc:  # network failures come in many types
                 raise BackboneWeightsError(f"{how}: fetching it failed ({exc})") from exc
         state, digest = _load_state_dict(cached, prefix)
-        return state, {"weights": card.data["backbone"]["weights"], "sha256": digest, "source": weights.url}
+        return state, {"weights": card.backbone.weights, "sha256": digest, "source": weights.url}
     path = Path(backbone_weights)
     if not path.is_file():
         raise BackboneWeightsError(
@@ -115,13 +123,13 @@ def resolve_weights(card: ModelCard, backbone_weights: str | os.PathLike | None,
             "or the path of a weights file"
         )
     state, digest = _load_state_dict(path, prefix if verify_hash else None)
-    name = card.data["backbone"]["weights"] if verify_hash else "file"
+    name = card.backbone.weights if verify_hash else "file"
     return state, {"weights": name, "sha256": digest, "source": str(path.resolve())}
 
 
 def build_backbone(card: ModelCard, state_dict: dict[str, torch.Tensor] | None) -> torch.nn.Module:
     """Build the card's torchvision architecture, load ``state_dict`` (or seed an untrained one), eval mode."""
-    builder = _ARCHITECTURES[card.data["backbone"]["architecture"]][0]
+    builder = _builder(card)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(UNTRAINED_SEED)
         model = builder(weights=None)
@@ -129,7 +137,7 @@ def build_backbone(card: ModelCard, state_dict: dict[str, torch.Tensor] | None) 
         try:
             model.load_state_dict(state_dict)
         except RuntimeError as exc:
-            raise BackboneWeightsError(f"backbone weights do not fit {card.data['backbone']['architecture']}: {exc}") from exc
+            raise BackboneWeightsError(f"backbone weights do not fit {card.backbone.architecture}: {exc}") from exc
     return model.eval()
 
 
@@ -168,10 +176,9 @@ class Preprocessing:
 
     @classmethod
     def from_card(cls, card: ModelCard) -> "Preprocessing":
-        p = card.data["preprocessing"]
-        return cls(resize=tuple(p["resize"]), crop=tuple(p["crop"]) if p.get("crop") else None,
-                   mean=torch.tensor(p["mean"]).view(3, 1, 1), std=torch.tensor(p["std"]).view(3, 1, 1),
-                   antialias=bool(p.get("antialias", True)), backend=p.get("resize_backend", "tensor"))
+        p = card.preprocessing
+        return cls(resize=p.resize, crop=p.crop, mean=torch.tensor(p.mean).view(3, 1, 1),
+                   std=torch.tensor(p.std).view(3, 1, 1), antialias=p.antialias, backend=p.resize_backend)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Images (N, 3, H, W), uint8 or float in [0, 1] -> normalised float32 (N, 3, h, w)."""
@@ -202,7 +209,7 @@ class FeatureExtractor(torch.nn.Module):
     def __init__(self, card: ModelCard, backbone: torch.nn.Module, weights_identity: dict[str, str]):
         super().__init__()
         self.weights_identity = weights_identity
-        self.nodes: list[str] = list(card.data["backbone"]["return_nodes"])
+        self.nodes: list[str] = list(card.backbone.return_nodes)
         self.is_video = card.stimulus_kind == "video"
         self.preprocess = Preprocessing.from_card(card)
         self.body = create_feature_extractor(backbone, return_nodes={n: n for n in self.nodes}).eval()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import functools
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -12,9 +15,11 @@ import jsonschema
 import yaml
 
 from .errors import InvalidSubjectError, ModelCardError
+from .card_registries import FORMAT_READERS, GROUP_SPACES
 
 _INT_LIST = {"type": "array", "items": {"type": "integer"}}
 _NUM_TRIPLE = {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3}
+PROJECTION_READOUTS = ("scaler-svd-linear", "scaler-pca-ridge")
 _PAIR = {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2, "maxItems": 2}
 
 CARD_SCHEMA: dict[str, Any] = {
@@ -36,8 +41,6 @@ CARD_SCHEMA: dict[str, Any] = {
             "properties": {
                 "kind": {"enum": ["image", "video"]},
                 "n_frames": {"type": "integer", "minimum": 1},
-                "frame_sampling": {"enum": ["linspace"]},
-                "recommended_duration_s": {"type": "number", "exclusiveMinimum": 0},
             },
         },
         "backbone": {
@@ -45,7 +48,7 @@ CARD_SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "required": ["architecture", "weights", "return_nodes"],
             "properties": {
-                "architecture": {"enum": ["resnet18", "s3d"]},
+                "architecture": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
                 "weights": {"type": "string"},
                 "return_nodes": {"type": "array", "items": {"type": "string"}, "minItems": 1},
                 "feature_shapes": {"type": "object", "additionalProperties": _INT_LIST},
@@ -74,7 +77,18 @@ CARD_SCHEMA: dict[str, Any] = {
             },
         },
         "subjects": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1},
-        "group": {"type": "boolean"},
+        "format": {"enum": sorted(FORMAT_READERS)},
+        "group": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["kind", "template", "rois"],
+            "properties": {
+                "kind": {"enum": sorted(GROUP_SPACES)},
+                "template": {"type": "string"},
+                "rois": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                "sigma_mm": {"type": "number", "exclusiveMinimum": 0},
+            },
+        },
         "n_voxels": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1}},
         "space": {
             "type": "object",
@@ -96,59 +110,202 @@ CARD_SCHEMA: dict[str, Any] = {
         },
         "sources": {
             "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["kind"],
-                "properties": {"kind": {"enum": ["s3", "pypi-wheel", "local"]}},
-            },
+            "minItems": 1,
+            "items": {"oneOf": [
+                {"type": "object", "additionalProperties": False, "required": ["kind", "bucket"],
+                 "properties": {"kind": {"const": "s3"}, "bucket": {"type": "string"}, "region": {"type": "string"},
+                                "prefix": {"type": "string"}, "unsigned": {"type": "boolean"},
+                                "endpoint_url": {"type": "string"}}},
+                {"type": "object", "additionalProperties": False,
+                 "required": ["kind", "name", "version", "filename", "sha256"],
+                 "properties": {"kind": {"const": "pypi-wheel"}, "name": {"type": "string"},
+                                "version": {"type": "string"}, "filename": {"type": "string"},
+                                "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}},
+                {"type": "object", "additionalProperties": False, "required": ["kind"],
+                 "properties": {"kind": {"const": "local"}}},
+            ]},
         },
         "references": {"type": "array", "items": {"type": "string"}},
     },
 }
 
 
-@dataclass(frozen=True)
-class ModelCard:
-    """A validated model card.
+def feature_sizes(shapes: Mapping[str, Sequence[int]]) -> dict[str, int]:
+    """Flattened size of every node's feature shape (per stimulus, no batch axis), in the mapping's order."""
+    return {node: math.prod(shape) for node, shape in shapes.items()}
 
-    Attributes
-    ----------
-    data : dict
-        The card's content, as in its YAML file.
-    path : str
-        Where the card was read from (for error messages).
+
+@dataclass(frozen=True)
+class StimulusSpec:
+    """What the model takes: ``kind`` ``"image"`` or ``"video"``; ``n_frames`` frames per clip (video only)."""
+
+    kind: str
+    n_frames: int | None
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """The torchvision backbone: builder name, weights (``Enum.MEMBER``), return nodes and their feature shapes.
+
+    ``feature_shapes`` maps a node to its per-stimulus shape (channels first, no batch axis).
     """
 
-    data: dict[str, Any]
-    path: str
+    architecture: str
+    weights: str
+    return_nodes: tuple[str, ...]
+    feature_shapes: Mapping[str, tuple[int, ...]]
 
     @property
-    def model_id(self) -> str:
-        return self.data["model_id"]
+    def feature_sizes(self) -> dict[str, int]:
+        """Flattened feature size of every return node, in return-node order; raises when a shape is missing."""
+        missing = [n for n in self.return_nodes if n not in self.feature_shapes]
+        if missing:
+            raise ModelCardError(f"field 'backbone.feature_shapes' lacks the return nodes {missing}")
+        return feature_sizes({n: self.feature_shapes[n] for n in self.return_nodes})
 
     @property
-    def stimulus_kind(self) -> str:
-        return self.data["stimulus"]["kind"]
+    def n_features(self) -> int:
+        """Total flattened feature size over the return nodes."""
+        return sum(self.feature_sizes.values())
 
-    @property
-    def subjects(self) -> list[int]:
-        return list(self.data["subjects"])
 
-    @property
-    def has_group(self) -> bool:
-        return bool(self.data.get("group", False))
+@dataclass(frozen=True)
+class PreprocessingSpec:
+    """Resize (h, w), optional centre crop (h, w), channel mean and std, antialias, resize backend."""
+
+    resize: tuple[int, int]
+    crop: tuple[int, int] | None
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    antialias: bool
+    resize_backend: str
+
+
+@dataclass(frozen=True)
+class ReadoutSpec:
+    """The readout: ``kind`` and, for the ``scaler-*`` kinds, the components of the shared projection."""
+
+    kind: str
+    n_components: int | None
 
     @property
     def has_projection(self) -> bool:
         """True when a shared scaler + PCA/SVD projection precedes the per-subject regression."""
-        return "n_components" in self.data["readout"]
+        return self.kind in PROJECTION_READOUTS
+
+
+@dataclass(frozen=True)
+class SpaceSpec:
+    """Where the outputs live: ``kind`` (subject, fsaverage, MNI152), the template, the volume shape if known."""
+
+    kind: str
+    template: str | None
+    volume_shape: tuple[int, ...] | None
+
+    @property
+    def name(self) -> str:
+        """The template's name when there is one, else the kind."""
+        return self.template or self.kind
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """A group-level space: ``kind`` (the builder of its readout), template, the ROIs it covers, default smoothing."""
+
+    kind: str
+    template: str
+    rois: tuple[str, ...]
+    sigma_mm: float
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a model's files come from.
+
+    ``kind`` ``"s3"`` uses bucket, region, prefix, unsigned and endpoint_url; ``"pypi-wheel"`` uses name,
+    version, filename and sha256; ``"local"`` nothing.
+    """
+
+    kind: str
+    bucket: str | None = None
+    region: str | None = None
+    prefix: str = ""
+    unsigned: bool = True
+    endpoint_url: str | None = None
+    name: str | None = None
+    version: str | None = None
+    filename: str | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A validated model card, parsed once into typed fields.
+
+    Attributes
+    ----------
+    data : dict
+        The card's content, as in its YAML file (``to_dict`` hands out copies).
+    path : str
+        Where the card was read from (for error messages).
+    model_id, description, modality, train_dataset, model, units : str
+    format : str
+        The on-disk format its sources hold (see :mod:`berg.card_registries`).
+    stimulus, backbone, preprocessing, readout, space : the typed sections
+    group : GroupSpec or None
+        The group-level space, when the model has one.
+    subjects : list of int
+    n_voxels : dict subject -> int
+    rois, accuracy : tuple of str
+        ROI names in output order; accuracy names.
+    legacy_files : dict with ``shared`` and ``subject`` file patterns
+    sources : tuple of Source
+    """
+
+    data: dict[str, Any]
+    path: str
+    model_id: str
+    description: str
+    modality: str
+    train_dataset: str
+    model: str
+    units: str
+    format: str
+    stimulus: StimulusSpec
+    backbone: BackboneSpec
+    preprocessing: PreprocessingSpec
+    readout: ReadoutSpec
+    space: SpaceSpec
+    group: GroupSpec | None
+    subjects: list[int]
+    n_voxels: Mapping[int, int]
+    rois: tuple[str, ...]
+    accuracy: tuple[str, ...]
+    legacy_files: Mapping[str, tuple[str, ...]]
+    sources: tuple[Source, ...]
+
+    @property
+    def stimulus_kind(self) -> str:
+        return self.stimulus.kind
+
+    @property
+    def has_group(self) -> bool:
+        return self.group is not None
+
+    @property
+    def has_projection(self) -> bool:
+        """True when a shared scaler + PCA/SVD projection precedes the per-subject regression."""
+        return self.readout.has_projection
+
+    def source(self, kind: str) -> Source | None:
+        """The first source of ``kind``, or None."""
+        return next((s for s in self.sources if s.kind == kind), None)
 
     @property
     def folder(self) -> Path:
         """The model's folder, relative to berg_dir, in BERG's layout."""
-        d = self.data
-        return Path("encoding_models", f"modality-{d['modality']}", f"train_dataset-{d['train_dataset']}",
-                    f"model-{d['model']}")
+        return Path("encoding_models", f"modality-{self.modality}", f"train_dataset-{self.train_dataset}",
+                    f"model-{self.model}")
 
     def check_subject(self, subject: int | str) -> int | str:
         """Return ``subject`` normalised (int or ``"group"``), or raise :class:`InvalidSubjectError`."""
@@ -165,6 +322,32 @@ class ModelCard:
     def to_dict(self) -> dict[str, Any]:
         """A deep copy of the card's content."""
         return copy.deepcopy(self.data)
+
+
+def _typed(data: dict[str, Any], path: str) -> ModelCard:
+    """Build the typed card from validated content."""
+    stim, bb, pre, ro, sp = (data[k] for k in ("stimulus", "backbone", "preprocessing", "readout", "space"))
+    group = data.get("group")
+    files = data.get("legacy_files", {})
+    return ModelCard(
+        data=data, path=path, model_id=data["model_id"], description=" ".join(data["description"].split()),
+        modality=data["modality"], train_dataset=data["train_dataset"], model=data["model"],
+        units=data.get("units", "arbitrary"), format=data.get("format", "native"),
+        stimulus=StimulusSpec(stim["kind"], stim.get("n_frames")),
+        backbone=BackboneSpec(bb["architecture"], bb["weights"], tuple(bb["return_nodes"]),
+                              {n: tuple(s) for n, s in bb.get("feature_shapes", {}).items()}),
+        preprocessing=PreprocessingSpec(tuple(pre["resize"]), tuple(pre["crop"]) if pre.get("crop") else None,
+                                        tuple(pre["mean"]), tuple(pre["std"]), bool(pre.get("antialias", True)),
+                                        pre.get("resize_backend", "tensor")),
+        readout=ReadoutSpec(ro["kind"], ro.get("n_components")),
+        space=SpaceSpec(sp["kind"], sp.get("template"), tuple(sp["volume_shape"]) if "volume_shape" in sp else None),
+        group=None if group is None else GroupSpec(group["kind"], group["template"], tuple(group["rois"]),
+                                                   float(group.get("sigma_mm", 1.0))),
+        subjects=list(data["subjects"]), n_voxels=dict(data.get("n_voxels", {})), rois=tuple(data["rois"]),
+        accuracy=tuple(data.get("accuracy", [])),
+        legacy_files={k: tuple(files.get(k, [])) for k in ("shared", "subject")},
+        sources=tuple(Source(**s) for s in data["sources"]),
+    )
 
 
 def validate_card(data: Any, path: str) -> ModelCard:
@@ -188,11 +371,14 @@ def validate_card(data: Any, path: str) -> ModelCard:
     if unknown:
         raise ModelCardError(f"model card {path}: field 'backbone.feature_shapes' names nodes that are not "
                              f"return nodes: {sorted(unknown)}")
+    if data["readout"]["kind"] in PROJECTION_READOUTS and "n_components" not in data["readout"]:
+        raise ModelCardError(f"model card {path}: field 'readout.n_components' is required for readout kind "
+                             f"{data['readout']['kind']!r}")
     counts = data.get("n_voxels", {})
     extra = set(counts) - set(data["subjects"])
     if extra:
         raise ModelCardError(f"model card {path}: field 'n_voxels' names subjects not in 'subjects': {sorted(extra)}")
-    return ModelCard(data=data, path=path)
+    return _typed(data, path)
 
 
 def _parse_card(text: str, path: str) -> ModelCard:
@@ -216,9 +402,15 @@ def load_card(path: str | Path) -> ModelCard:
 def packaged_cards() -> list[ModelCard]:
     """The cards that ship with berg (the ``berg.model_cards`` package), sorted by model id.
 
-    Read through :mod:`importlib.resources`, so they are found in a wheel, a zip or an editable install alike.
+    Read through :mod:`importlib.resources`, so they are found in a wheel, a zip or an editable install alike;
+    parsed once per process.
     """
+    return list(_packaged_cards())
+
+
+@functools.cache
+def _packaged_cards() -> tuple[ModelCard, ...]:
     folder = resources.files("berg.model_cards")
     cards = [_parse_card(entry.read_text(), f"berg/model_cards/{entry.name}")
              for entry in folder.iterdir() if entry.name.endswith(".yaml")]
-    return sorted(cards, key=lambda c: c.model_id)
+    return tuple(sorted(cards, key=lambda c: c.model_id))

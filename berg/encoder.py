@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
-import functools
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,12 @@ from .backbones import FeatureExtractor, build_feature_extractor, resolve_device
 from .berg_view import berg_metadata_view
 from .cards import ModelCard
 from .config import berg_version
-from .errors import InvalidArgumentError, InvalidSelectionError, MissingFilesError
+from .errors import InvalidArgumentError
 from .readout import DEFAULT_READOUT_MB, FeatureBuffer, Readout, readout_capacity
 from .selection import Selection, resolve_selection
 from .stimuli import Batch, as_stimulus_set
 from .storage.native import (SubjectMetadata, load_arrays, load_tensors, native_paths, projection_path,
-                             read_subject_metadata, readout_path)
+                             read_subject_metadata, readout_path, require_files)
 
 DEFAULT_BATCH_SIZE = {"image": 32, "video": 2}
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -85,7 +84,7 @@ class EncodingModel:
 
     def prepare_stimuli(self, batch) -> Batch:
         """Validate one batch given in any accepted stimulus form and stage it (see :meth:`predict_prepared`)."""
-        stimuli = as_stimulus_set(batch, self.card.stimulus_kind, self.card.data["stimulus"].get("n_frames"))
+        stimuli = as_stimulus_set(batch, self.card.stimulus_kind, self.card.stimulus.n_frames)
         return self.stage_batch(stimuli.load(0, stimuli.n))
 
     def predict_prepared(self, staged: Batch) -> np.ndarray:
@@ -169,7 +168,7 @@ def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_p
         raise InvalidArgumentError(f"model={type(model).__name__} is not valid: pass an EncodingModel from "
                                    "berg.get_encoding_model")
     kind = model.card.stimulus_kind
-    stimuli = as_stimulus_set(stimulus, kind, model.card.data["stimulus"].get("n_frames"))
+    stimuli = as_stimulus_set(stimulus, kind, model.card.stimulus.n_frames)
     batch_size = DEFAULT_BATCH_SIZE[kind] if batch_size is None else batch_size
     if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
         raise InvalidArgumentError(f"batch_size={batch_size} is not valid: use a positive integer or None")
@@ -204,17 +203,6 @@ def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_p
     return (responses, copy.deepcopy(model.metadata)) if return_metadata else responses
 
 
-def require_files(paths: list[Path], card: ModelCard, subject) -> None:
-    """Raise :class:`MissingFilesError` naming every path in ``paths`` that is not a file, and how to get it."""
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise MissingFilesError(
-            f"model {card.model_id!r} (subject {subject}) is missing {len(missing)} file(s): "
-            + ", ".join(str(p) for p in missing)
-            + f". Get them with `berg download {card.model_id} --subject {subject}`"
-            + " (or `berg import-img2fmri` for the img2fmri model)")
-
-
 def _column_metadata(card: ModelCard, subject, meta: SubjectMetadata, sel: Selection) -> dict[str, Any]:
     roi_columns = {}
     for name in meta.roi_names:
@@ -233,12 +221,12 @@ def _column_metadata(card: ModelCard, subject, meta: SubjectMetadata, sel: Selec
         "volume_shape": tuple(meta.info["volume_shape"]),
         # a volume without a known affine (some legacy files) is placed with voxel indices as coordinates
         "affine": np.eye(4) if meta.info["affine"] is None else np.asarray(meta.info["affine"], dtype=np.float64),
-        "space": meta.info.get("space", card.data["space"]),
+        "space": meta.info.get("space", card.space.name),
         "fill_value": float("nan"),
         "roi_columns": roi_columns,
         "accuracy": {k: v[sel.voxels] for k, v in meta.accuracy().items()},
         "accuracy_units": meta.info.get("accuracy", {}),
-        "units": card.data.get("units", "arbitrary"),
+        "units": card.units,
         "provenance": meta.info.get("provenance", {}),
         "berg_version": berg_version(),
         **berg_metadata_view(meta),
@@ -259,37 +247,15 @@ def _subject_readout(card: ModelCard, model_dir: Path, arrays: Mapping[str, np.n
 
 
 def node_dims(card: ModelCard) -> dict[str, int]:
-    """Flattened feature size of every return node, from the card's ``feature_shapes``."""
-    shapes = card.data["backbone"].get("feature_shapes", {})
-    return {n: int(np.prod(shapes[n])) for n in card.data["backbone"]["return_nodes"]}
+    """Flattened feature size of every return node (the card's ``backbone.feature_sizes``)."""
+    return card.backbone.feature_sizes
 
 
 def _group_model(card: ModelCard, model_dir: Path, selection, sigma: float | None) -> tuple[Readout, dict[str, Any]]:
-    """The group-level readout (img2fmri's MNI pipeline folded, then z-scored) and its column metadata."""
-    from .mni import group_readout, group_zscore, mni_map_path
+    """The group-level readout and its column metadata, from the builder the card's ``group.kind`` names."""
+    from .card_registries import group_space_builder
 
-    for s in card.subjects:
-        require_files(native_paths(model_dir, s, card.has_projection) + [mni_map_path(model_dir, s)], card,
-                      "group")
-    selection = selection or {}
-    if any(k != "roi" for k in selection):
-        raise InvalidSelectionError(f"selection={dict(selection)!r} is not valid for subject='group': "
-                                    "use {'roi': name or [names]} or None")
-    group = group_readout(model_dir, rois=selection.get("roi"), sigma_mm=1.0 if sigma is None else sigma,
-                          subjects=card.subjects)
-    readout = Readout(torch.from_numpy(group.weight), torch.from_numpy(group.bias), node_dims(card),
-                      post=functools.partial(group_zscore, segments=group.segments))
-    metadata = {
-        "model_id": card.model_id, "subject": "group",
-        "selection": {"roi": list(group.rois), "sigma_mm": group.sigma_mm},
-        "n_voxels": int(group.voxel_ijk.shape[0]), "voxel_ijk": group.voxel_ijk,
-        "voxel_index": np.arange(group.voxel_ijk.shape[0]), "volume_shape": group.volume_shape,
-        "affine": group.affine, "space": {"kind": "MNI152", "grid": "2 mm, 91x109x91"}, "fill_value": 0.0,
-        "roi_columns": group.roi_voxels, "accuracy": {}, "accuracy_units": {},
-        "units": "z-score across the overlap voxels (group sum of subject z-scores, z-scored)",
-        "provenance": {"subjects": list(group.subjects)}, "berg_version": berg_version(),
-    }
-    return readout, metadata
+    return group_space_builder(card.group.kind)(card, model_dir, selection, sigma)
 
 
 def _subject_model(card: ModelCard, model_dir: Path, subject: int, selection) -> tuple[Readout, dict[str, Any]]:
@@ -320,7 +286,7 @@ def load_encoding_model(card: ModelCard, berg_dir: Path, subject, selection=None
         readout, metadata = _subject_model(card, model_dir, subject, selection)
     extractor = build_feature_extractor(card, backbone_weights, verify_hash, device)
     extractor.set_execution(channels_last=channels_last, compile=compile)
-    metadata["backbone"] = {"architecture": card.data["backbone"]["architecture"], **extractor.weights_identity,
+    metadata["backbone"] = {"architecture": card.backbone.architecture, **extractor.weights_identity,
                             "precision": precision, "channels_last": channels_last, "compiled": compile}
     return EncodingModel(card, subject, extractor, readout.to(device), metadata, device, precision)
 

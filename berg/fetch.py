@@ -24,12 +24,12 @@ import filelock
 from tqdm.auto import tqdm
 
 from ._io import sha256_file, write_json
-from .cards import ModelCard
+from .cards import ModelCard, Source
 from .config import default_berg_dir, is_offline
 from .errors import IntegrityError, MissingFilesError, OfflineError
 from .registry import get_card
-from .storage.legacy import convert_bmd_legacy, legacy_files, native_complete
-from .storage.native import native_paths
+from .card_registries import format_reader
+from .storage.native import native_complete, native_paths
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +39,15 @@ MANIFEST = ".berg_manifest.json"
 _HASH_BLOCK = 1 << 24
 
 
-def resolve_card(model: str | ModelCard) -> ModelCard:
-    """The packaged card of a model id (a :class:`ModelCard` is returned as is).
+def resolve_card(model: str | ModelCard, berg_dir: str | os.PathLike | None = None) -> ModelCard:
+    """The card of a model id, packaged or in ``<berg_dir>/model_cards/`` (a :class:`ModelCard` is returned as is).
 
     Raises
     ------
     UnknownModelError
-        ``model`` is not a packaged model id.
+        ``model`` is not a known model id.
     """
-    return model if isinstance(model, ModelCard) else get_card(model)
+    return model if isinstance(model, ModelCard) else get_card(model, berg_dir)
 
 
 def _file_digests(path: Path, etag_part_size: int | None = None) -> tuple[str, str | None]:
@@ -91,16 +91,16 @@ def _etag_part_size(client: Any, bucket: str, key: str, etag: str) -> int | None
 class _S3Source:
     """One ``s3`` source of a card: an unsigned client (by default) and the key prefix."""
 
-    def __init__(self, spec: dict[str, Any], endpoint_url: str | None) -> None:
+    def __init__(self, spec: Source, endpoint_url: str | None) -> None:
         import boto3
         from botocore import UNSIGNED
         from botocore.config import Config
 
-        endpoint = endpoint_url or os.environ.get("BERG_S3_ENDPOINT") or spec.get("endpoint_url")
+        endpoint = endpoint_url or os.environ.get("BERG_S3_ENDPOINT") or spec.endpoint_url
         config = Config(max_pool_connections=WORKERS, retries={"max_attempts": 5, "mode": "standard"},
-                        **({"signature_version": UNSIGNED} if spec.get("unsigned", True) else {}))
-        self.client = boto3.client("s3", region_name=spec.get("region"), endpoint_url=endpoint, config=config)
-        self.bucket, self.prefix, self.endpoint = spec["bucket"], spec.get("prefix", ""), endpoint
+                        **({"signature_version": UNSIGNED} if spec.unsigned else {}))
+        self.client = boto3.client("s3", region_name=spec.region, endpoint_url=endpoint, config=config)
+        self.bucket, self.prefix, self.endpoint = spec.bucket, spec.prefix, endpoint
 
     def url(self, rel: str) -> str:
         return f"s3://{self.bucket}/{self.prefix}{rel}"
@@ -186,12 +186,12 @@ def _lock(model_dir: Path) -> filelock.FileLock:
     return filelock.FileLock(str(model_dir / ".berg.lock"))
 
 
-def _s3_spec(card: ModelCard) -> dict[str, Any]:
-    specs = [s for s in card.data["sources"] if s["kind"] == "s3"]
-    if not specs:
-        kinds = [s["kind"] for s in card.data["sources"]]
+def _s3_spec(card: ModelCard) -> Source:
+    spec = card.source("s3")
+    if spec is None:
+        kinds = [s.kind for s in card.sources]
         raise MissingFilesError(f"model {card.model_id!r} has no s3 source to fetch its files from (sources: {kinds})")
-    return specs[0]
+    return spec
 
 
 def _fetch_locked(card: ModelCard, model_dir: Path, rels: Iterable[str], endpoint_url: str | None,
@@ -205,7 +205,7 @@ def _fetch_locked(card: ModelCard, model_dir: Path, rels: Iterable[str], endpoin
         raise OfflineError(
             f"model {card.model_id!r}: files missing or damaged under {model_dir}: {', '.join(todo)}. BERG_OFFLINE "
             f"is set, so they are not fetched: unset it, or run `berg download {card.model_id} --berg-dir "
-            f"{model_dir.parents[3]}` where {_s3_spec(card)['bucket']} is reachable"
+            f"{model_dir.parents[3]}` where {_s3_spec(card).bucket} is reachable"
         )
     source = _S3Source(_s3_spec(card), endpoint_url)
     for rel in todo:
@@ -226,7 +226,7 @@ def download(model_id: str | ModelCard, subjects: Iterable[int] | None = None, b
     Parameters
     ----------
     model_id : str or ModelCard
-        A packaged model id, e.g. ``"fmri-bmd-s3d"``.
+        A model id, e.g. ``"fmri-bmd-s3d"``: packaged, or a card in ``<berg_dir>/model_cards/``.
     subjects : iterable of int, optional
         Subjects to fetch; all of the card's subjects by default.
     berg_dir : path, optional
@@ -248,27 +248,23 @@ def download(model_id: str | ModelCard, subjects: Iterable[int] | None = None, b
     IntegrityError
         A file failed its size or ETag check twice.
     """
-    card = resolve_card(model_id)
     berg_dir = Path(berg_dir) if berg_dir is not None else default_berg_dir()
+    card = resolve_card(model_id, berg_dir)
     subjects = [card.check_subject(s) for s in (card.subjects if subjects is None else subjects)]
     model_dir = berg_dir / card.folder
-    if any(s["kind"] == "pypi-wheel" for s in card.data["sources"]):
-        _import_wheel(berg_dir)
+    reader = format_reader(card.format)
+    rels = [r for s in subjects for r in reader.source_files(card, s)]
+    if not rels:  # the format brings its files by itself (e.g. from a wheel): write the native files
+        for s in subjects:
+            reader.make_native(card, berg_dir, s)
         return [p for s in subjects for p in native_paths(model_dir, s, card.has_projection)]
-    rels = [r for s in subjects for r in legacy_files(card, s)]
     with _lock(model_dir):
         _fetch_locked(card, model_dir, rels, endpoint_url, show_progress)
     return [model_dir / r for r in dict.fromkeys(rels)]
 
 
-def _import_wheel(berg_dir: Path) -> None:
-    from .storage.img2fmri import import_img2fmri
-
-    import_img2fmri(berg_dir)
-
-
 def ensure_model_files(card: ModelCard, berg_dir: str | os.PathLike, subject: int | str) -> None:
-    """Make the native files of one subject exist: convert legacy files, fetching them first if needed.
+    """Make the native files of one subject exist: fetch the card's source files and let its format write them.
 
     Raises
     ------
@@ -277,18 +273,18 @@ def ensure_model_files(card: ModelCard, berg_dir: str | os.PathLike, subject: in
     """
     berg_dir, subject = Path(berg_dir), card.check_subject(subject)
     model_dir = berg_dir / card.folder
-    kinds = {s["kind"] for s in card.data["sources"]}
-    if native_complete(model_dir, card, subject) or not kinds & {"s3", "pypi-wheel"}:
+    if native_complete(model_dir, card, subject) or all(s.kind == "local" for s in card.sources):
         return  # complete, or local files only: the caller reports what is missing
-    if "pypi-wheel" in kinds:
-        _import_wheel(berg_dir)
+    reader = format_reader(card.format)
+    rels = reader.source_files(card, subject)
+    if not rels:
+        reader.make_native(card, berg_dir, subject)
         return
-    rels = legacy_files(card, subject)
     with _lock(model_dir):
         if native_complete(model_dir, card, subject):
             return
         _fetch_locked(card, model_dir, rels, None, show_progress=True)
-        convert_bmd_legacy(model_dir, card, subject)
+        reader.make_native(card, berg_dir, subject)
 
 
 def _cli_download(args: argparse.Namespace) -> int:

@@ -245,7 +245,7 @@ def predict_movie(model, video: str | os.PathLike, tr: float, n_scans: int | Non
     Parameters
     ----------
     model : EncodingModel
-        Needs ``card.stimulus_kind``, ``card.data["stimulus"]["n_frames"]`` (video models), ``n_outputs``,
+        Needs ``card.stimulus_kind``, ``card.stimulus.n_frames`` (video models), ``n_outputs``,
         ``metadata``, ``prepare_stimuli(uint8 (B, H, W, 3) or (B, T, H, W, 3))`` (run in the decoding thread) and
         ``predict_prepared(prepared) -> float32 (B, n_outputs)``; ``predict_stream`` (batches -> response blocks)
         where it has one, so that the readout runs once per readout batch, not per batch.
@@ -294,7 +294,7 @@ def predict_movie(model, video: str | os.PathLike, tr: float, n_scans: int | Non
     frame_times = scan_times(n_scans, tr, slice_time_ref)
     if is_clip:
         stride_s = float(stride_s or tr)
-        n_clip_frames = int(model.card.data["stimulus"]["n_frames"])
+        n_clip_frames = int(model.card.stimulus.n_frames)
         n_total = len(clip_plan(info, clip_s, n_clip_frames, stride_s))
         hold_s, hold_offset_s = stride_s, -stride_s / 2.0
         sampling = {"clip_s": clip_s, "stride_s": stride_s, "clip_frames": n_clip_frames}
@@ -343,7 +343,7 @@ def predict_movie(model, video: str | os.PathLike, tr: float, n_scans: int | Non
                     for name in names}
         meta.update(tr=float(tr), n_scans=n_scans, slice_time_ref=float(slice_time_ref), hrf=hrf or "none",
                     n_samples=int(sample_times.size), hold_s=hold_s, hold_offset_s=hold_offset_s,
-                    units=meta.get("units") or model.card.data.get("units", "model output units"), baseline_units=_baselines.UNITS,
+                    units=meta.get("units") or model.card.units, baseline_units=_baselines.UNITS,
                     **{k: v for k, v in params.items() if k not in meta})
         written = sinks.write_outputs(paths, bold, per_scan, meta)
         samples = None

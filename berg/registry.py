@@ -1,11 +1,21 @@
-"""The registry: model id -> model card, from the packaged cards and a berg_dir's own ``model_cards/``."""
+"""The registry: model id -> model card, from the packaged cards and a berg_dir's own ``model_cards/``.
+
+Packaged cards are parsed once per process; a berg_dir's cards once per (path, modification time).
+"""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from .cards import ModelCard, load_card, packaged_cards
 from .errors import UnknownModelError, close_matches
+
+
+@functools.lru_cache(maxsize=256)
+def _user_card(path: str, mtime_ns: int) -> ModelCard:
+    """One card of a berg_dir, parsed once per (path, mtime)."""
+    return load_card(path)
 
 
 def available_cards(berg_dir: str | Path | None = None) -> dict[str, ModelCard]:
@@ -15,7 +25,7 @@ def available_cards(berg_dir: str | Path | None = None) -> dict[str, ModelCard]:
         folder = Path(berg_dir) / "model_cards"
         if folder.is_dir():
             for path in sorted(folder.glob("*.yaml")):
-                card = load_card(path)
+                card = _user_card(str(path), path.stat().st_mtime_ns)
                 cards[card.model_id] = card
     return dict(sorted(cards.items()))
 
@@ -32,10 +42,9 @@ def get_card(model_id: str, berg_dir: str | Path | None = None) -> ModelCard:
 def catalog(berg_dir: str | Path | None = None) -> dict[str, dict]:
     """One summary per model: modality, dataset, stimulus kind, backbone, subjects, number of ROIs."""
     return {
-        mid: {"modality": c.data["modality"], "train_dataset": c.data["train_dataset"],
-              "stimulus": c.stimulus_kind, "backbone": c.data["backbone"]["architecture"],
-              "subjects": c.subjects + (["group"] if c.has_group else []), "n_rois": len(c.data["rois"]),
-              "description": " ".join(c.data["description"].split())}
+        mid: {"modality": c.modality, "train_dataset": c.train_dataset, "stimulus": c.stimulus_kind,
+              "backbone": c.backbone.architecture, "subjects": c.subjects + (["group"] if c.has_group else []),
+              "n_rois": len(c.rois), "description": c.description}
         for mid, c in available_cards(berg_dir).items()
     }
 

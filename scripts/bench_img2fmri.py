@@ -55,7 +55,7 @@ def _img2fmri_frame(root: Path, features: np.ndarray) -> list[np.ndarray]:
 
 def run(quick: bool = False, berg_dir: str | None = None, device: str = "cpu") -> dict:
     """Time berg, its matmul floor and img2fmri interleaved (best of three); return per-frame times (ms), ratios."""
-    from berg.mni import group_readout, group_zscore
+    from berg.group_readout import group_readout, group_zscore
     from berg.readout import Readout
     from berg.storage.img2fmri import import_img2fmri, locate_wheel
 

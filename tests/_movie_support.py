@@ -8,13 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
+from berg.cards import StimulusSpec
 from berg.video import write_synthetic_video
 
 
 class FakeCard:
     def __init__(self, kind: str, n_frames: int = 5):
         self.stimulus_kind = kind
-        self.data = {"stimulus": {"kind": kind, "n_frames": n_frames}, "units": "fraction of full scale"}
+        self.stimulus = StimulusSpec(kind, n_frames)
+        self.units = "fraction of full scale"
 
 
 class FakeModel:

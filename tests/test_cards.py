@@ -1,6 +1,7 @@
 """Model cards: the packaged ones validate; schema errors name the file and the field."""
 
 import copy
+import os
 
 import pytest
 import yaml
@@ -38,3 +39,56 @@ def test_schema_errors_name_file_and_field(tmp_path, edit, field):
     with pytest.raises(ModelCardError) as info:
         load_card(path)
     assert str(path) in str(info.value) and f"'{field}'" in str(info.value)
+
+
+def test_typed_fields_are_parsed_from_the_yaml():
+    cards = {c.model_id: c for c in packaged_cards()}
+    bmd, bold = cards["fmri-bmd-s3d"], cards["fmri-bold5000-resnet18"]
+    assert bmd.backbone.n_features == 4_084_096 and bmd.backbone.feature_sizes["avgpool"] == 1024
+    assert list(bmd.backbone.feature_sizes) == list(bmd.backbone.return_nodes)
+    assert bmd.format == "berg-legacy" and bmd.has_projection and bmd.readout.n_components == 100
+    assert bmd.stimulus.n_frames == 14 and bmd.space.volume_shape == (62, 77, 61) and bmd.space.name == "MNI152"
+    assert bmd.source("s3").bucket == "brain-encoding-response-generator" and bmd.source("pypi-wheel") is None
+    assert bold.format == "img2fmri-wheel" and not bold.has_projection and bold.stimulus.n_frames is None
+    assert bold.group.kind == "mni-warp-sum" and bold.group.rois == ("EarlyVis", "OPA", "LOC", "RSC", "PPA")
+    assert bold.source("pypi-wheel").filename == "img2fmri-1.0-py3-none-any.whl"
+    assert bold.preprocessing.resize_backend == "pil" and bold.preprocessing.crop is None
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda d: d["readout"].pop("n_components"), "readout.n_components"),
+    (lambda d: d.update(format="zip"), "format"),
+    (lambda d: d.update(group={"kind": "unknown", "template": "MNI152", "rois": ["lV1v"]}), "group.kind"),
+    (lambda d: d["sources"][0].pop("bucket"), "sources.0"),
+    (lambda d: d["backbone"].update(architecture="Not A Name"), "backbone.architecture"),
+])
+def test_typed_sections_are_checked(tmp_path, edit, field):
+    data = next(c for c in packaged_cards() if c.model_id == "fmri-bmd-s3d").to_dict()
+    edit(data)
+    path = tmp_path / "card.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ModelCardError) as info:
+        load_card(path)
+    assert f"'{field}'" in str(info.value)
+
+
+def test_cards_are_parsed_once_and_a_changed_card_again(tmp_path, monkeypatch):
+    from berg import cards as cards_module, registry
+
+    data = next(c for c in packaged_cards() if c.model_id == "fmri-bmd-s3d").to_dict()
+    data.update(model_id="fmri-mine-s3d", description="first")
+    folder = tmp_path / "model_cards"
+    folder.mkdir()
+    path = folder / "mine.yaml"
+    path.write_text(yaml.safe_dump(data))
+    first = registry.get_card("fmri-mine-s3d", tmp_path)
+    parsed = []
+    monkeypatch.setattr(cards_module, "validate_card", lambda *a: parsed.append(a) or pytest.fail("parsed again"))
+    assert registry.get_card("fmri-mine-s3d", tmp_path) is first
+    assert registry.get_card("fmri-bmd-s3d", tmp_path) is registry.get_card("fmri-bmd-s3d")
+    monkeypatch.undo()
+    data["description"] = "second"
+    path.write_text(yaml.safe_dump(data))
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert registry.get_card("fmri-mine-s3d", tmp_path).description == "second"

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from berg import fetch as dl
+from berg.cards import Source
 from berg.errors import OfflineError
-from berg.storage.legacy import native_complete
-from berg.storage.native import load_arrays, projection_path, readout_path
+from berg.storage.native import load_arrays, native_complete, projection_path, readout_path
 from tests._berg_producer import write_berg_tree
 from tests._s3_support import BUCKET, REPO, free_port, s3_client, tiny_card, upload_tree
 
@@ -211,7 +211,7 @@ def test_corrupt_partial_file_fails_the_etag_check_and_is_refetched(bucket, tmp_
 
 
 def test_multipart_etag_is_verified(bucket, tmp_path):
-    source = dl._S3Source({"bucket": BUCKET, "region": "us-west-2", "prefix": "tests/"}, bucket["endpoint"])
+    source = dl._S3Source(Source("s3", bucket=BUCKET, region="us-west-2", prefix="tests/"), bucket["endpoint"])
     entry = source.fetch("multipart.bin", tmp_path / "multipart.bin", show_progress=False)
     assert entry["etag"].endswith("-3")
     assert (tmp_path / "multipart.bin").read_bytes() == bucket["big"]

@@ -9,7 +9,7 @@ from scipy import stats
 from scipy.ndimage import gaussian_filter
 
 from _img2fmri_support import ROIS, Wheel
-from berg import mni
+from berg import group_readout, mni
 from berg.errors import InvalidSelectionError, ModelFormatError
 from berg.storage.native import read_subject_metadata
 
@@ -19,7 +19,7 @@ MNI_SHAPE = (91, 109, 91)
 def _mapped_mask(model_dir, subject, name):
     """Our MNI mask of one subject ROI/hemisphere, from the stored index map."""
     meta = read_subject_metadata(model_dir, subject)
-    mni_voxel, source_voxel, shape, _ = mni.read_mni_map(model_dir, subject)
+    mni_voxel, source_voxel, shape, _ = group_readout.read_mni_map(model_dir, subject)
     volume = np.zeros(int(np.prod(shape)), bool)
     volume[mni_voxel[np.isin(source_voxel, meta.row_voxel[meta.roi_rows(name)])]] = True
     return volume.reshape(shape)
@@ -56,7 +56,7 @@ def _unfolded_group(wheel, model_dir, features, rois, sigma_mm):
     for subject in (1, 2, 3):
         volume = wheel.subject_volume(subject, features, rois)
         meta = read_subject_metadata(model_dir, subject)
-        mni_voxel, source_voxel, shape, _ = mni.read_mni_map(model_dir, subject)
+        mni_voxel, source_voxel, shape, _ = group_readout.read_mni_map(model_dir, subject)
         values = volume[tuple(meta.voxel_ijk[source_voxel].T)]  # (m, n_stimuli), NaN outside the chosen ROIs
         mni_volume = np.full((int(np.prod(shape)), len(features)), np.nan)
         mni_volume[mni_voxel] = values
@@ -70,9 +70,9 @@ def _unfolded_group(wheel, model_dir, features, rois, sigma_mm):
 @pytest.mark.parametrize("rois, sigma_mm", [(None, 1.0), (["PPA", "OPA"], 2.5)])
 def test_folded_group_output_equals_the_unfolded_five_steps(img2fmri_model_dir, img2fmri_wheel, rois, sigma_mm):
     features = np.random.default_rng(3).gamma(1.0, 0.5, size=(4, 512)).astype(np.float32)
-    group = mni.group_readout(img2fmri_model_dir, rois=rois, sigma_mm=sigma_mm)
+    group = group_readout.group_readout(img2fmri_model_dir, rois=rois, sigma_mm=sigma_mm)
     y = torch.from_numpy(features) @ torch.from_numpy(group.weight).T + torch.from_numpy(group.bias)
-    ours = mni.group_zscore(y, group.segments).numpy()
+    ours = group_readout.group_zscore(y, group.segments).numpy()
     expected, overlap = _unfolded_group(Wheel(img2fmri_wheel), img2fmri_model_dir, features,
                                         rois or ROIS, sigma_mm)
     np.testing.assert_array_equal(group.voxel_ijk, np.argwhere(overlap))
@@ -83,7 +83,7 @@ def test_folded_group_output_equals_the_unfolded_five_steps(img2fmri_model_dir, 
 
 
 def test_overlap_has_9641_voxels_and_roi_members(img2fmri_model_dir, img2fmri_wheel):
-    group = mni.group_readout(img2fmri_model_dir)
+    group = group_readout.group_readout(img2fmri_model_dir)
     assert group.voxel_ijk.shape == (9641, 3)
     np.testing.assert_array_equal(group.segments, [0, 9641, 2 * 9641, 3 * 9641])
     assert group.weight.shape == (3 * 9641, 512) and group.weight.dtype == np.float32
@@ -132,17 +132,27 @@ def test_group_zscore_matches_scipy_and_checks_segments():
     y = torch.randn(5, 3 * 7, dtype=torch.float64)
     blocks = [stats.zscore(y[:, i * 7:(i + 1) * 7].numpy(), axis=1) for i in range(3)]
     expected = stats.zscore(sum(blocks), axis=1)
-    np.testing.assert_allclose(mni.group_zscore(y, [0, 7, 14, 21]).numpy(), expected, atol=1e-12)
+    np.testing.assert_allclose(group_readout.group_zscore(y, [0, 7, 14, 21]).numpy(), expected, atol=1e-12)
     with pytest.raises(ModelFormatError, match="segments"):
-        mni.group_zscore(y, [0, 7, 21])
+        group_readout.group_zscore(y, [0, 7, 21])
 
 
 def test_bad_rois_and_sigma_are_rejected(img2fmri_model_dir):
     with pytest.raises(InvalidSelectionError, match="PPA"):
-        mni.group_readout(img2fmri_model_dir, rois=["PAA"])
+        group_readout.group_readout(img2fmri_model_dir, rois=["PAA"])
     with pytest.raises(InvalidSelectionError, match="empty"):
-        mni.check_rois([])
+        group_readout.check_rois([])
     for bad in (-1.0, float("nan"), "wide", True):
         with pytest.raises(InvalidSelectionError, match="sigma_mm"):
-            mni.check_sigma(bad)
-    assert mni.check_rois(["PPA", "EarlyVis"]) == ("EarlyVis", "PPA")
+            group_readout.check_sigma(bad)
+    assert group_readout.check_rois(["PPA", "EarlyVis"]) == ("EarlyVis", "PPA")
+
+
+def test_the_importer_and_the_warp_load_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, berg.mni, berg.storage.img2fmri, berg.card_registries; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

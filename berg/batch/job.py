@@ -254,7 +254,7 @@ def _selection(row: dict, card, bad) -> dict | None:
         raise bad("selection", f"must be {{roi: NAME}} or {{roi: [NAMES]}} (voxel masks: use the API); "
                                f"got {selection!r}")
     names = selection["roi"] if isinstance(selection["roi"], list) else [selection["roi"]]
-    rois = list(card.data["rois"])
+    rois = list(card.rois)
     for name in names:
         if name not in rois:
             raise bad("selection" if row["roi"] is None else "roi",

@@ -46,18 +46,23 @@ from .._io import atomic_dir, sha256_file, write_json
 from .. import config
 from ..config import berg_version
 from ..errors import IntegrityError, MissingFilesError, ModelFormatError, OfflineError, UnsafePickleError
-from ..mni import HEMISPHERES, ROIS, fnirt_t1_voxels, mni_map_path, nanmean_fold, resample_index
+from ..mni import HEMISPHERES, fnirt_t1_voxels, mni_map_path, nanmean_fold, resample_index
+from ..registry import get_card
+from ..card_registries import FormatReader
 from .native import SubjectMetadata, readout_path, save_arrays, write_subject_metadata
 from .safe_pickle import PickledRecord, restricted_load
 
 log = logging.getLogger(__name__)
 
 MODEL_ID = "fmri-bold5000-resnet18"
-MODEL_SUBDIR = Path("encoding_models", "modality-fmri", "train_dataset-bold5000", "model-resnet18")
-WHEEL_NAME = "img2fmri-1.0-py3-none-any.whl"
-WHEEL_SHA256 = "b830383d191c4edcae0eef54e045bb6290abbc5b5e436ae674951bff8fb6d6be"
-PIP_COMMAND = (sys.executable, "-m", "pip", "download", "img2fmri==1.0", "--no-deps", "--only-binary=:all:")
-SUBJECTS = (1, 2, 3)
+_CARD = get_card(MODEL_ID)  # the wheel's name, version, file name and sha256 come from the card's source
+_WHEEL = _CARD.source("pypi-wheel")
+MODEL_SUBDIR = _CARD.folder
+WHEEL_NAME, WHEEL_SHA256 = _WHEEL.filename, _WHEEL.sha256
+PIP_COMMAND = (sys.executable, "-m", "pip", "download", f"{_WHEEL.name}=={_WHEEL.version}", "--no-deps",
+               "--only-binary=:all:")
+SUBJECTS = tuple(_CARD.subjects)
+ROIS = _CARD.group.rois  # the wheel holds one Ridge model and LH/RH masks per ROI
 N_FEATURES = 512
 IMPORTER_VERSION = 1
 MARKER = Path("metadata", "berg_import.json")
@@ -329,6 +334,10 @@ def _write_model(model_dir: Path, wheel: Path) -> None:
     write_json(model_dir / MARKER, {"model_id": MODEL_ID, "wheel": WHEEL_NAME, "sha256": WHEEL_SHA256,
                                     "importer_version": IMPORTER_VERSION, "berg_version": berg_version(),
                                     "files": files, "read": dict(sorted(read.items()))})
+
+
+READER = FormatReader(source_files=lambda card, subject: [],
+                      make_native=lambda card, berg_dir, subject: import_img2fmri(berg_dir))
 
 
 def register_cli(subparsers) -> None:

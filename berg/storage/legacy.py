@@ -24,9 +24,10 @@ from numpy.lib import format as npy_format
 from safetensors import safe_open
 
 from ..errors import MissingFilesError, ModelFormatError, UnsafePickleError
+from ..card_registries import FormatReader
 from .legacy_metadata import VoxelSpace, accuracy_arrays, roi_rows, volume_affine
 from .safe_pickle import restricted_load
-from .native import (SubjectMetadata, native_paths, projection_path, readout_path, save_arrays,
+from .native import (SubjectMetadata, native_complete, projection_path, readout_path, save_arrays,
                      write_subject_metadata)
 
 log = logging.getLogger(__name__)
@@ -102,13 +103,8 @@ def load_legacy_npy(path: str | Path) -> tuple[Any, str]:
 
 def legacy_files(card: Any, subject: int) -> list[str]:
     """Paths, relative to the model folder, of the legacy files one subject needs (shared first)."""
-    files = card.data.get("legacy_files", {})
-    return list(files.get("shared", [])) + [f.replace("{SS}", f"{int(subject):02d}") for f in files.get("subject", [])]
-
-
-def native_complete(model_dir: str | Path, card: Any, subject: int | str) -> bool:
-    """True when every native file the subject needs exists."""
-    return all(p.is_file() for p in native_paths(Path(model_dir), subject, card.has_projection))
+    files = card.legacy_files
+    return list(files["shared"]) + [f.replace("{SS}", f"{int(subject):02d}") for f in files["subject"]]
 
 
 def _field(obj: Any, key: str, path: Path) -> Any:
@@ -127,28 +123,19 @@ def _float_vector(value: Any, n: int, default: float, what: str, path: Path) -> 
     return arr
 
 
-def _node_sizes(card: Any) -> list[tuple[str, int]]:
-    shapes = card.data["backbone"].get("feature_shapes", {})
-    nodes = card.data["backbone"]["return_nodes"]
-    missing = [n for n in nodes if n not in shapes]
-    if missing:
-        raise ModelFormatError(f"model card {card.path}: 'backbone.feature_shapes' lacks {missing}")
-    return [(n, int(np.prod(shapes[n]))) for n in nodes]
-
-
 def _convert_projection(model_dir: Path, card: Any, rel: str) -> None:
     """Fold the standard scaler into the SVD components, per return node, and save them as float32."""
     src = model_dir / rel
     legacy, sha = load_legacy_npy(src)
     scaler, svd = _field(legacy, "scaler_param", src), _field(legacy, "pca_param", src)
     comps = np.asarray(_field(svd, "components_", src))
-    sizes = _node_sizes(card)
+    sizes = list(card.backbone.feature_sizes.items())
     width = sum(d for _, d in sizes)
     if comps.ndim != 2 or comps.shape[1] != width:
         raise ModelFormatError(f"{src}: pca_param.components_ has shape {comps.shape}, the card expects (k, {width})")
     k = comps.shape[0]
-    if k != card.data["readout"].get("n_components", k):
-        log.warning("%s holds %d components, the card says %d", src, k, card.data["readout"]["n_components"])
+    if k != card.readout.n_components:
+        log.warning("%s holds %d components, the card says %d", src, k, card.readout.n_components)
     mean = _float_vector(scaler.get("mean_"), width, 0.0, "scaler_param.mean_", src)
     scale = _float_vector(scaler.get("scale_"), width, 1.0, "scaler_param.scale_", src)
     if (scale == 0).any():
@@ -175,7 +162,7 @@ def _convert_subject(model_dir: Path, card: Any, subject: int, rels: list[str], 
     fmri = _field(meta, "fmri", meta_path)
     space = VoxelSpace(_field(fmri, "sub_mask", meta_path))
     n_voxels = space.n_voxels
-    expected = card.data.get("n_voxels", {}).get(subject)
+    expected = card.n_voxels.get(subject)
     if expected is not None and n_voxels != expected:
         raise ModelFormatError(f"{meta_path}: sub_mask holds {n_voxels} voxels, the card says {expected}")
     coef = np.asarray(_field(weights, "coef_", weights_path))
@@ -184,21 +171,20 @@ def _convert_subject(model_dir: Path, card: Any, subject: int, rels: list[str], 
         raise ModelFormatError(f"{weights_path}: coef_ {coef.shape} and intercept_ {intercept.shape} do not match "
                                f"({n_voxels}, {k}) and ({n_voxels},)")
     stored_rois = _field(fmri, "rois", meta_path)
-    names = list(card.data["rois"]) + sorted(set(stored_rois) - set(card.data["rois"]))
+    names = list(card.rois) + sorted(set(stored_rois) - set(card.rois))
     arrays = {"voxel_ijk": np.argwhere(space.mask).astype(np.int32), "row_voxel": np.arange(n_voxels, dtype=np.int64)}
     for name in names:
         arrays[f"roi.{name}"] = roi_rows(name, _field(stored_rois, name, meta_path), space, meta_path)
     if fmri.get("group_mask") is not None:
         arrays["group_mask_ijk"] = np.argwhere(np.asarray(fmri["group_mask"]) != 0).astype(np.int32)
-    accuracy, units = accuracy_arrays(_field(meta, "encoding_models", meta_path), card.data.get("accuracy", []),
+    accuracy, units = accuracy_arrays(_field(meta, "encoding_models", meta_path), list(card.accuracy),
                                       n_voxels, meta_path)
     arrays.update(accuracy)
     save_arrays(readout_path(model_dir, subject), {"weight": coef.astype(np.float32), "bias": intercept.astype(np.float32)})
-    template = card.data["space"]
     info = {
         "model_id": card.model_id, "subject": subject, "n_voxels": n_voxels, "n_rows": n_voxels,
         "volume_shape": list(space.shape), "affine": volume_affine(fmri, "sub_mask"),
-        "group_affine": volume_affine(fmri, "group_mask"), "space": template.get("template", template["kind"]),
+        "group_affine": volume_affine(fmri, "group_mask"), "space": card.space.name,
         "rois": names, "accuracy": units,
         "provenance": {"converted_from": "BERG legacy files", "sources": sources},
     }
@@ -238,3 +224,8 @@ def convert_bmd_legacy(model_dir: str | Path, card: Any, subject: int) -> None:
         sources = json.loads((f.metadata() or {}).get("provenance", "{}")).get("sources", {})
         k = f.get_slice("bias").get_shape()[0]
     _convert_subject(model_dir, card, subject, own, k, dict(sources))
+
+
+READER = FormatReader(source_files=legacy_files,
+                      make_native=lambda card, berg_dir, subject: convert_bmd_legacy(Path(berg_dir) / card.folder,
+                                                                                     card, subject))

@@ -35,7 +35,8 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from .._io import atomic_path, write_json
-from ..errors import ModelFormatError
+from ..errors import MissingFilesError, ModelFormatError
+from ..card_registries import FormatReader
 
 FORMAT_NAME = "berg-native"
 FORMAT_VERSION = 1
@@ -68,6 +69,11 @@ def native_paths(model_dir: Path, subject: int | str, has_projection: bool) -> l
     """Every native file a subject needs."""
     paths = [readout_path(model_dir, subject), *metadata_paths(model_dir, subject)]
     return ([projection_path(model_dir)] if has_projection else []) + paths
+
+
+def native_complete(model_dir: str | Path, card: Any, subject: int | str) -> bool:
+    """True when every native file the subject needs exists."""
+    return all(p.is_file() for p in native_paths(Path(model_dir), subject, card.has_projection))
 
 
 def save_arrays(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> None:
@@ -153,3 +159,21 @@ def read_subject_metadata(model_dir: Path, subject: int | str) -> SubjectMetadat
             f"{arrays_path}: 'voxel_ijk' has shape {arrays['voxel_ijk'].shape}, expected ({info['n_voxels']}, 3)"
         )
     return SubjectMetadata(info=info, arrays=arrays)
+
+
+def require_files(paths: list[Path], card: Any, subject) -> None:
+    """Raise :class:`MissingFilesError` naming every path in ``paths`` that is not a file, and how to get it."""
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise MissingFilesError(
+            f"model {card.model_id!r} (subject {subject}) is missing {len(missing)} file(s): "
+            + ", ".join(str(p) for p in missing)
+            + f". Get them with `berg download {card.model_id} --subject {subject}`")
+
+
+def _native_source_files(card: Any, subject: int) -> list[str]:
+    """The native files of one subject, relative to the model folder (what an S3 source of the format holds)."""
+    return [p.as_posix() for p in native_paths(Path(), subject, card.has_projection)]
+
+
+READER = FormatReader(source_files=_native_source_files, make_native=lambda card, berg_dir, subject: None)

@@ -27,20 +27,19 @@ def write_synthetic_model(berg_dir: str | Path, model_id: str = "fmri-bmd-s3d", 
     rng = np.random.default_rng(seed)
     card = get_card(model_id)
     model_dir = Path(berg_dir) / card.folder
-    shapes = card.data["backbone"]["feature_shapes"]
-    blocks = {f"weight.{n}": rng.standard_normal((n_components, int(np.prod(s))), dtype=np.float32) * 1e-3
-              for n, s in shapes.items()}
+    blocks = {f"weight.{n}": rng.standard_normal((n_components, d), dtype=np.float32) * 1e-3
+              for n, d in card.backbone.feature_sizes.items()}
     save_arrays(projection_path(model_dir), {**blocks, "bias": np.zeros(n_components, np.float32)})
-    n_voxels, volume = card.data["n_voxels"][subject], tuple(card.data["space"]["volume_shape"])
+    n_voxels, volume = card.n_voxels[subject], card.space.volume_shape
     flat = np.sort(rng.choice(int(np.prod(volume)), size=n_voxels, replace=False))
     save_arrays(readout_path(model_dir, subject),
                 {"weight": rng.standard_normal((n_voxels, n_components), dtype=np.float32),
                  "bias": np.zeros(n_voxels, np.float32)})
-    rois = {name: np.sort(rng.choice(n_voxels, size=roi_size, replace=False)) for name in card.data["rois"]}
+    rois = {name: np.sort(rng.choice(n_voxels, size=roi_size, replace=False)) for name in card.rois}
     arrays = {"voxel_ijk": np.stack(np.unravel_index(flat, volume), 1).astype(np.int32),
               "row_voxel": np.arange(n_voxels, dtype=np.int64), **{f"roi.{k}": v for k, v in rois.items()}}
     info = {"model_id": model_id, "subject": subject, "n_voxels": n_voxels, "n_rows": n_voxels,
             "volume_shape": list(volume), "affine": MNI_2MM_AFFINE.tolist(), "rois": list(rois), "accuracy": {},
-            "space": card.data["space"], "provenance": {"synthetic": True}}
+            "space": card.space.name, "provenance": {"synthetic": True}}
     write_subject_metadata(model_dir, subject, SubjectMetadata(info=info, arrays=arrays))
     return model_dir

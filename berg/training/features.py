@@ -76,7 +76,7 @@ def extract_features(card: ModelCard, spec: dict, ids: list[str], cache_dir: str
     missing = [p for p, path in enumerate(paths) if not path.is_file()]
     for start in range(0, len(missing), batch_size):
         pos = missing[start:start + batch_size]
-        stim_set = as_stimulus_set(load(pos), card.stimulus_kind, card.data["stimulus"].get("n_frames"))
+        stim_set = as_stimulus_set(load(pos), card.stimulus_kind, card.stimulus.n_frames)
         batch = stim_set.load(0, stim_set.n)
         batch = [b.to(device) for b in batch] if isinstance(batch, list) else batch.to(device)
         with torch.inference_mode():

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..cards import ModelCard, load_card, validate_card
+from ..cards import ModelCard, feature_sizes, load_card, validate_card
 from ..config import default_berg_dir
 from ..readout import Readout, fold_scaler_projection
 from ..registry import get_card
@@ -90,14 +90,15 @@ def dataset_features(ds: Dataset, card: ModelCard, berg_dir: Path, fit: dict) ->
     if x.ndim != 2 or x.shape[0] != len(ds.stimulus_ids):
         raise DatasetError(f"features file {stim['path']} has shape {x.shape}; expected ({len(ds.stimulus_ids)}, "
                            "n_features), one row per id of field 'stimuli.ids'")
-    nodes = card.data["backbone"]["return_nodes"]
-    shapes = card.data["backbone"].get("feature_shapes", {})
-    dims = [int(np.prod(shapes[n])) if n in shapes else x.shape[1] for n in nodes]
-    if sum(dims) != x.shape[1] or (len(nodes) > 1 and any(n not in shapes for n in nodes)):
+    nodes, shapes = list(card.backbone.return_nodes), card.backbone.feature_shapes
+    if len(nodes) == 1 and nodes[0] not in shapes:  # one node of unknown shape takes every column
+        shapes = {nodes[0]: (x.shape[1],)}
+    sizes = feature_sizes({n: shapes[n] for n in nodes if n in shapes})
+    if len(sizes) != len(nodes) or sum(sizes.values()) != x.shape[1]:
         raise DatasetError(f"features file {stim['path']} has {x.shape[1]} columns; the return nodes {nodes} "
-                           f"need {sum(dims)} (their feature_shapes, concatenated)")
-    starts = np.cumsum([0, *dims])
-    feats = {n: x[:, starts[i]:starts[i + 1]].reshape(len(x), *shapes.get(n, [dims[i]])) for i, n in enumerate(nodes)}
+                           f"need {sum(sizes.values())} (their feature_shapes, concatenated)")
+    starts = np.cumsum([0, *sizes.values()])
+    feats = {n: x[:, starts[i]:starts[i + 1]].reshape(len(x), *shapes[n]) for i, n in enumerate(nodes)}
     return feats, {"weights": "precomputed features"}
 
 
@@ -127,7 +128,8 @@ def train(spec_path: str | Path, berg_dir: str | Path | None = None) -> TrainRes
     alphas, n_folds = fit.get("alphas", DEFAULT_ALPHAS), int(fit.get("n_folds", 5))
     proj = fit_projection(x[train_rows], n_comp)
     ridge = fit_ridge_cv(proj.transform(x[train_rows]), y_train, alphas, n_folds, device=fit.get("device", "cpu"))
-    dims = {n: int(np.prod(feats[n].shape[1:])) for n in nodes}
+    feature_shapes = {n: list(feats[n].shape[1:]) for n in nodes}
+    dims = feature_sizes(feature_shapes)
     blocks, pbias = fold_scaler_projection(proj.components, proj.mean, proj.scale, dims)
     readout = Readout(torch.from_numpy(ridge.coef), torch.from_numpy(ridge.intercept), dims,
                       {n: torch.from_numpy(b) for n, b in blocks.items()}, torch.from_numpy(pbias))
@@ -138,13 +140,13 @@ def train(spec_path: str | Path, berg_dir: str | Path | None = None) -> TrainRes
         in_test = np.isin(ds.trial_stimulus, ds.test_ids)
         nc = noise_ceiling(ds.trials[in_test], ds.trial_stimulus[in_test])
     metrics = {**accuracy_metrics(y_test, pred, nc), "alpha": ridge.alpha}
-    arch = card.data["backbone"]["architecture"]
-    model_id = str(spec.get("model_id", f"{card.data['modality']}-{spec['name']}-{arch}"))
+    arch = card.backbone.architecture
+    model_id = str(spec.get("model_id", f"{card.modality}-{spec['name']}-{arch}"))
     mni = spec.get("space") == "MNI152"
     n_vox = ds.trials.shape[1]
     new_card = trained_card(
         card, model_id=model_id, dataset=str(spec["name"]), subject=int(spec["subject"]), n_voxels=n_vox,
-        feature_shapes={n: list(feats[n].shape[1:]) for n in nodes}, n_components=n_comp,
+        feature_shapes=feature_shapes, n_components=n_comp,
         volume_shape=ds.grid_shape, rois=list(ds.rois), accuracy=list(metrics),
         units=str(spec.get("units", "arbitrary")),
         description=f"Ridge encoder trained on dataset {spec['name']!r} from {arch} features ({', '.join(nodes)}) "
@@ -158,7 +160,7 @@ def train(spec_path: str | Path, berg_dir: str | Path | None = None) -> TrainRes
     info = {"model_id": model_id, "subject": int(spec["subject"]), "n_voxels": n_vox, "n_rows": n_vox,
             "volume_shape": list(ds.grid_shape), "affine": np.asarray(ds.affine).tolist(),
             "space": "MNI152" if mni else "subject", "rois": list(ds.rois),
-            "accuracy": {k: ACCURACY_UNITS[k] for k in metrics}, "units": new_card.data["units"],
+            "accuracy": {k: ACCURACY_UNITS[k] for k in metrics}, "units": new_card.units,
             "provenance": provenance}
     arrays = {"voxel_ijk": ds.voxel_ijk.astype(np.int32), "row_voxel": np.arange(n_vox, dtype=np.int64),
               **{f"roi.{k}": v for k, v in ds.rois.items()},

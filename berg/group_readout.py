@@ -1,0 +1,257 @@
+"""The run-time group-level readout: subject readouts warped to MNI152, smoothed, summed and z-scored.
+
+Group space kind ``mni-warp-sum`` (see :mod:`berg.card_registries`): every subject's readout is folded with its
+subject -> MNI index map (:mod:`berg.mni`) into one (overlap voxels x features) map; per stimulus, each subject's
+block is z-scored within the overlap, the blocks summed and the sum z-scored (:func:`group_zscore`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .cards import ModelCard
+from .config import berg_version
+from .errors import InvalidSelectionError, ModelFormatError, close_matches
+from .mni import (HEMISPHERES, MASK_SIGMA_MM, MASK_THRESHOLD, gaussian_weights, mni_map_path, nanmean_fold,
+                  smooth_volume, smoothing_operator)
+from .readout import Readout
+from .storage.native import load_arrays, native_paths, read_subject_metadata, readout_path, require_files
+
+# the ROI names check_rois accepts; build_group_model first checks a selection against the card's group ROIs
+ROIS = ("EarlyVis", "OPA", "LOC", "RSC", "PPA")
+
+
+def check_rois(rois) -> tuple[str, ...]:
+    """Chosen ROI names in img2fmri's filling order (EarlyVis, OPA, LOC, RSC, PPA); ``None`` means all."""
+    if rois is None:
+        return ROIS
+    names = [rois] if isinstance(rois, str) else list(rois)
+    for name in names:
+        if name not in ROIS:
+            raise InvalidSelectionError(f"rois contains {name!r}; valid ROI names are {', '.join(ROIS)}."
+                                        + close_matches(str(name), ROIS))
+    if not names:
+        raise InvalidSelectionError(f"rois is empty; give one or more of {', '.join(ROIS)}")
+    return tuple(r for r in ROIS if r in names)
+
+
+def check_sigma(sigma_mm) -> float:
+    """A finite, non-negative smoothing sigma in mm."""
+    try:
+        value = float(sigma_mm)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or isinstance(sigma_mm, bool):
+        raise InvalidSelectionError(f"sigma_mm must be a finite number >= 0 (mm), got {sigma_mm!r}")
+    return value
+
+
+@dataclass
+class GroupReadout:
+    """Per-subject maps from 512 features to the overlap voxels, stacked.
+
+    Attributes
+    ----------
+    weight : (S * n, 512) float32 array
+        Rows ``segments[s]:segments[s+1]`` map features to subject ``subjects[s]``'s smoothed MNI values at the
+        ``n`` overlap voxels.
+    bias : (S * n,) float32 array
+    segments : (S + 1,) int64 array
+        Row offsets of the subjects' blocks.
+    voxel_ijk : (n, 3) int32 array
+        Overlap voxels on the MNI grid, in C order.
+    affine : (4, 4) float64 array
+        Voxel -> MNI mm.
+    volume_shape : (91, 109, 91)
+    roi_voxels : dict name -> (k,) int64 array
+        Overlap voxels (indices into ``voxel_ijk``) of each chosen ROI and of its LH/RH parts.
+    subjects, rois : tuples
+    sigma_mm : float
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray
+    segments: np.ndarray
+    voxel_ijk: np.ndarray
+    affine: np.ndarray
+    volume_shape: tuple[int, int, int]
+    roi_voxels: dict[str, np.ndarray]
+    subjects: tuple[int, ...]
+    rois: tuple[str, ...]
+    sigma_mm: float
+
+
+def read_mni_map(model_dir: Path, subject: int) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], np.ndarray]:
+    """A subject's index map: (mni_voxel, source_voxel, MNI volume shape, MNI affine).
+
+    ``mni_voxel`` (m,) holds flat C-order MNI indices and ``source_voxel`` (m,) the subject voxel (a row of
+    ``voxel_ijk``) whose value each takes; every other MNI voxel takes 0.
+    """
+    from safetensors import safe_open
+
+    path = mni_map_path(model_dir, subject)
+    arrays = load_arrays(path)
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            header = handle.metadata() or {}
+        shape, affine = tuple(json.loads(header["volume_shape"])), np.asarray(json.loads(header["affine"]))
+        return arrays["mni_voxel"], arrays["source_voxel"], shape, affine
+    except (KeyError, ValueError) as exc:
+        raise ModelFormatError(f"{path}: malformed subject -> MNI index map ({exc!r})") from exc
+
+
+def _thresholded_smooth(flat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Flat indices where a binary mask smoothed with 1 mm exceeds 0.15 x its max (computed on a padded box)."""
+    if flat.size == 0:
+        return flat
+    ijk = np.stack(np.unravel_index(flat, shape), -1)
+    r = (gaussian_weights(MASK_SIGMA_MM).size - 1) // 2
+    lo = np.maximum(ijk.min(0) - r, 0)
+    hi = np.minimum(ijk.max(0) + r + 1, shape)
+    box = np.zeros(hi - lo)
+    box[tuple((ijk - lo).T)] = 1.0
+    smooth = smooth_volume(box, MASK_SIGMA_MM)
+    keep = np.argwhere(smooth > MASK_THRESHOLD * smooth.max()) + lo
+    return np.ravel_multi_index(tuple(keep.T), shape)
+
+
+def group_readout(model_dir: str | Path, rois=None, sigma_mm: float = 1.0,
+                  subjects: Sequence[int] = (1, 2, 3)) -> GroupReadout:
+    """Fold img2fmri's group pipeline up to the z-scoring into one affine map per subject.
+
+    Parameters
+    ----------
+    model_dir : path
+        The imported model folder (see :func:`berg.storage.img2fmri.import_img2fmri`).
+    rois : str or sequence of str, optional
+        ROIs among EarlyVis, OPA, LOC, RSC, PPA (default all). They fill the subject volume, and the overlap
+        mask, in that fixed order whatever order they are given in.
+    sigma_mm : float
+        Gaussian smoothing sigma in mm (0: none). The overlap mask always uses 1 mm, as img2fmri does.
+    subjects : sequence of int
+
+    Returns
+    -------
+    GroupReadout
+    """
+    rois, sigma_mm, model_dir = check_rois(rois), check_sigma(sigma_mm), Path(model_dir)
+    parts, masks = [], {}
+    for s in subjects:
+        meta = read_subject_metadata(model_dir, s)
+        readout = load_arrays(readout_path(model_dir, s))
+        mni_voxel, source_voxel, shape, affine = read_mni_map(model_dir, s)
+        steps = []
+        for roi in rois:
+            for h in HEMISPHERES:
+                rows = meta.roi_rows(h + roi)
+                steps.append((rows, meta.row_voxel[rows]))
+                inside = np.isin(source_voxel, meta.row_voxel[rows])
+                masks.setdefault(h + roi, []).append(_thresholded_smooth(mni_voxel[inside], shape))
+        fold = nanmean_fold(steps, meta.n_voxels, readout["weight"].shape[0])[source_voxel]
+        parts.append((mni_voxel, fold, readout))
+    overlap = np.unique(np.concatenate([f for fs in masks.values() for f in fs]))
+    weights, biases = [], []
+    for mni_voxel, fold, readout in parts:
+        op = smoothing_operator(mni_voxel, overlap, shape, sigma_mm) @ fold  # (n, n_rows) sparse
+        weights.append((op @ readout["weight"].astype(np.float64)).astype(np.float32))
+        biases.append((op @ readout["bias"].astype(np.float64)).astype(np.float32))
+    roi_voxels = {}
+    for roi in rois:
+        for name in (roi, *(h + roi for h in HEMISPHERES)):
+            flat = np.concatenate([f for h in HEMISPHERES if name in (roi, h + roi) for f in masks[h + roi]])
+            roi_voxels[name] = np.flatnonzero(np.isin(overlap, flat))
+    n = overlap.size
+    return GroupReadout(
+        weight=np.concatenate(weights), bias=np.concatenate(biases),
+        segments=np.arange(len(parts) + 1, dtype=np.int64) * n,
+        voxel_ijk=np.stack(np.unravel_index(overlap, shape), -1).astype(np.int32),
+        affine=affine, volume_shape=tuple(int(v) for v in shape), roi_voxels=roi_voxels,
+        subjects=tuple(int(s) for s in subjects), rois=rois, sigma_mm=sigma_mm)
+
+
+def group_zscore(y: torch.Tensor, segments) -> torch.Tensor:
+    """img2fmri's group average: per stimulus, z-score each subject's block, sum, z-score the sum.
+
+    Z-scores use the population standard deviation (``ddof=0``, as ``scipy.stats.zscore``); a constant
+    block gives NaN, as there.
+
+    Parameters
+    ----------
+    y : (B, S * n) tensor
+        Subject blocks side by side, as ``x @ GroupReadout.weight.T + GroupReadout.bias``.
+    segments : (S + 1,) sequence of int
+        Block offsets; blocks must have equal width ``n``.
+
+    Returns
+    -------
+    (B, n) tensor, same dtype and device as ``y``
+
+    Raises
+    ------
+    ModelFormatError
+        ``y`` is not 2-D or ``segments`` do not cut its columns into equal blocks.
+    """
+    offsets = [int(v) for v in segments]
+    widths = {b - a for a, b in zip(offsets[:-1], offsets[1:])}
+    if y.ndim != 2 or len(widths) != 1 or offsets[0] != 0 or offsets[-1] != y.shape[1]:
+        raise ModelFormatError(f"y of shape {tuple(y.shape)} does not split into equal blocks at segments {offsets}")
+    blocks = y.reshape(y.shape[0], len(offsets) - 1, widths.pop())
+    mean, std = _mean_std(blocks)  # (B, S, 1)
+    scale = std.reciprocal().transpose(1, 2)  # (B, 1, S)
+    total = torch.baddbmm(-(scale @ mean), scale, blocks).squeeze(1)  # sum_s (y_s - mean_s) / std_s
+    mean, std = _mean_std(total)
+    return total.sub_(mean).div_(std)
+
+
+def _mean_std(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and population std over the last axis, from two fast reductions (sum and norm)."""
+    mean = y.mean(-1, keepdim=True)
+    mean_square = torch.linalg.vector_norm(y, dim=-1, keepdim=True).square_().div_(y.shape[-1])
+    return mean, (mean_square - mean.square()).clamp_min_(0).sqrt_()
+
+
+def build_group_model(card: ModelCard, model_dir: Path, selection, sigma: float | None
+                      ) -> tuple[Readout, dict[str, Any]]:
+    """The group-level readout of ``card`` (its ``group`` section) and its column metadata.
+
+    ``selection`` is None or ``{"roi": name or [names]}`` among the card's group ROIs; ``sigma`` the smoothing
+    in mm (default: the card's ``group.sigma_mm``).
+    """
+    group_spec = card.group
+    for s in card.subjects:
+        require_files(native_paths(model_dir, s, card.has_projection) + [mni_map_path(model_dir, s)], card,
+                      "group")
+    selection = selection or {}
+    if any(k != "roi" for k in selection):
+        raise InvalidSelectionError(f"selection={dict(selection)!r} is not valid for subject='group': "
+                                    "use {'roi': name or [names]} or None")
+    chosen = selection.get("roi", list(group_spec.rois))
+    for name in [chosen] if isinstance(chosen, str) else list(chosen):
+        if name not in group_spec.rois:
+            raise InvalidSelectionError(f"selection roi {name!r} is not a group ROI of {card.model_id!r}; valid: "
+                                        f"{', '.join(group_spec.rois)}." + close_matches(str(name), group_spec.rois))
+    group = group_readout(model_dir, rois=chosen, sigma_mm=group_spec.sigma_mm if sigma is None else sigma,
+                          subjects=card.subjects)
+    readout = Readout(torch.from_numpy(group.weight), torch.from_numpy(group.bias), card.backbone.feature_sizes,
+                      post=functools.partial(group_zscore, segments=group.segments))
+    grid = f"{abs(group.affine[0, 0]):g} mm, {'x'.join(str(v) for v in group.volume_shape)}"
+    metadata = {
+        "model_id": card.model_id, "subject": "group",
+        "selection": {"roi": list(group.rois), "sigma_mm": group.sigma_mm},
+        "n_voxels": int(group.voxel_ijk.shape[0]), "voxel_ijk": group.voxel_ijk,
+        "voxel_index": np.arange(group.voxel_ijk.shape[0]), "volume_shape": group.volume_shape,
+        "affine": group.affine, "space": {"kind": group_spec.template, "grid": grid},
+        "fill_value": 0.0, "roi_columns": group.roi_voxels, "accuracy": {}, "accuracy_units": {},
+        "units": "z-score across the overlap voxels (group sum of subject z-scores, z-scored)",
+        "provenance": {"subjects": list(group.subjects)}, "berg_version": berg_version(),
+    }
+    return readout, metadata
