@@ -53,11 +53,16 @@ def _builder(card: ModelCard) -> Any:
 def published_weights(card: ModelCard) -> Any:
     """The torchvision weights enum member named by the card (e.g. ``ResNet18_Weights.IMAGENET1K_V1``)."""
     _builder(card)
+    valid = torchvision.models.get_model_weights(card.backbone.architecture)
     try:
-        return torchvision.models.get_weight(card.backbone.weights)
-    except (ValueError, AttributeError, KeyError) as exc:
-        raise BackboneWeightsError(f"model card {card.path}: field 'backbone.weights' is {card.backbone.weights!r}, "
-                                   "which is not a torchvision weights enum member (Enum.MEMBER)") from exc
+        weights = torchvision.models.get_weight(card.backbone.weights)
+    except (ValueError, AttributeError, KeyError):
+        weights = None
+    if not isinstance(weights, valid):
+        raise BackboneWeightsError(
+            f"model card {card.path}: field 'backbone.weights' is {card.backbone.weights!r}; valid for "
+            f"{card.backbone.architecture}: {', '.join(f'{valid.__name__}.{w.name}' for w in valid)}")
+    return weights
 
 
 def _load_state_dict(path: Path, expected_prefix: str | None) -> tuple[dict[str, torch.Tensor], str]:

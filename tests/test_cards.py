@@ -92,3 +92,24 @@ def test_cards_are_parsed_once_and_a_changed_card_again(tmp_path, monkeypatch):
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     assert registry.get_card("fmri-mine-s3d", tmp_path).description == "second"
+
+
+@pytest.mark.parametrize("backbone, message", [
+    ({"architecture": "alexnet", "weights": "AlexNet_Weights.IMAGENET1K_V1"}, None),
+    ({"architecture": "alexnet", "weights": "ResNet18_Weights.IMAGENET1K_V1"}, "AlexNet_Weights.IMAGENET1K_V1"),
+    ({"architecture": "no_such_net", "weights": "AlexNet_Weights.IMAGENET1K_V1"}, "no_such_net"),
+])
+def test_any_torchvision_builder_is_resolved_by_name(backbone, message):
+    from berg.backbones import published_weights
+    from berg.cards import validate_card
+    from berg.errors import BackboneWeightsError
+
+    data = next(c for c in packaged_cards() if c.model_id == "fmri-bold5000-resnet18").to_dict()
+    data["backbone"].update(backbone)
+    card = validate_card(data, "<card>")
+    if message is None:
+        assert published_weights(card).url.endswith(".pth") and type(published_weights(card)).__name__ == \
+            "AlexNet_Weights"
+    else:
+        with pytest.raises(BackboneWeightsError, match=message):
+            published_weights(card)
