@@ -44,11 +44,11 @@ import numpy as np
 
 from .._io import atomic_dir, sha256_file, write_json
 from .. import config
+from ..card_registries import FormatReader
 from ..config import berg_version
 from ..errors import IntegrityError, MissingFilesError, ModelFormatError, OfflineError, UnsafePickleError
 from ..mni import HEMISPHERES, fnirt_t1_voxels, mni_map_path, nanmean_fold, resample_index
 from ..registry import get_card
-from ..card_registries import FormatReader
 from .native import SubjectMetadata, readout_path, save_arrays, write_subject_metadata
 from .safe_pickle import PickledRecord, restricted_load
 

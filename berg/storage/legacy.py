@@ -23,8 +23,8 @@ import numpy as np
 from numpy.lib import format as npy_format
 from safetensors import safe_open
 
-from ..errors import MissingFilesError, ModelFormatError, UnsafePickleError
 from ..card_registries import FormatReader
+from ..errors import MissingFilesError, ModelFormatError, UnsafePickleError
 from .legacy_metadata import VoxelSpace, accuracy_arrays, roi_rows, volume_affine
 from .safe_pickle import restricted_load
 from .native import (SubjectMetadata, native_complete, projection_path, readout_path, save_arrays,

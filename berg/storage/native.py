@@ -35,8 +35,8 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from .._io import atomic_path, write_json
-from ..errors import MissingFilesError, ModelFormatError
 from ..card_registries import FormatReader
+from ..errors import MissingFilesError, ModelFormatError
 
 FORMAT_NAME = "berg-native"
 FORMAT_VERSION = 1
