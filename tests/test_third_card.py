@@ -20,13 +20,14 @@ from torchvision.models.feature_extraction import create_feature_extractor
 
 import berg
 from berg.training import make_synthetic, train, write_dataset
-from tests._s3_support import BUCKET, REPO, free_port, s3_client, upload_tree
+from tests._s3_support import REPO, free_port, s3_client
 
 MODEL_ID = "fmri-synthetic-alexnet"
 NODES = ["features.5", "features.12"]
 SIZE = 64
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 PREFIX = "zoo/alexnet/"
+BUCKET = "third-card-models"  # moto servers of one process share their buckets: a name of its own
 
 
 def _untrained_alexnet_features(images: np.ndarray) -> dict[str, np.ndarray]:
@@ -73,7 +74,9 @@ def served_model(tmp_path_factory):
     endpoint = f"http://127.0.0.1:{port}"
     client = s3_client(endpoint)
     client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
-    upload_tree(client, result.model_dir, PREFIX)
+    for path in (p for p in result.model_dir.rglob("*") if p.is_file()):
+        client.upload_file(str(path), BUCKET, PREFIX + path.relative_to(result.model_dir).as_posix(),
+                           ExtraArgs={"ACL": "public-read"})
 
     berg_dir = tmp_path_factory.mktemp("berg-home")
     card = yaml.safe_load(result.card_path.read_text())
