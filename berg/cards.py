@@ -44,9 +44,10 @@ class BackboneSpec:
     return_nodes: tuple[str, ...]
     feature_shapes: Mapping[str, tuple[int, ...]]
 
-    @property
+    @functools.cached_property
     def feature_sizes(self) -> dict[str, int]:
-        """Flattened feature size of every return node, in return-node order; raises when a shape is missing."""
+        """Flattened feature size of every return node, in return-node order (computed once); raises
+        :class:`ModelCardError` when a return node has no shape."""
         missing = [n for n in self.return_nodes if n not in self.feature_shapes]
         if missing:
             raise ModelCardError(f"field 'backbone.feature_shapes' lacks the return nodes {missing}")
