@@ -159,3 +159,14 @@ def test_shared_modules_name_no_model():
     found = [f"{p.relative_to(REPO)}:{line}: {word[:60]!r}" for p in shared
              for line, word in _code_words(ast.parse(p.read_text())) if pattern.search(word)]
     assert found == [], "shared modules name a model:\n" + "\n".join(found)
+
+
+def test_loading_fetches_missing_native_files_from_the_source(served_model, tmp_path):
+    (tmp_path / "model_cards").mkdir()
+    card = served_model["berg_dir"] / "model_cards" / f"{MODEL_ID}.yaml"
+    (tmp_path / "model_cards" / card.name).write_bytes(card.read_bytes())
+    model = berg.get_encoding_model(MODEL_ID, subject=1, berg_dir=tmp_path, device="cpu", backbone_weights=None)
+    images = served_model["images"][-8:]
+    np.testing.assert_allclose(berg.encode(model, images, show_progress=False), served_model["result"].predictions,
+                               rtol=1e-4, atol=1e-4 * np.abs(served_model["result"].predictions).max())
+    assert (tmp_path / model.card.folder / ".berg_manifest.json").is_file()
