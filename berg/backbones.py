@@ -146,11 +146,6 @@ def build_backbone(card: ModelCard, state_dict: dict[str, torch.Tensor] | None) 
     return model.eval()
 
 
-def sample_frame_indices(n_available: int, n_frames: int) -> np.ndarray:
-    """Frame indices ``linspace(0, n_available - 1, n_frames)`` truncated to int, shape (n_frames,)."""
-    return np.linspace(0, n_available - 1, n_frames).astype(np.int64)
-
-
 def _pil_resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """uint8 (N, 3, H, W) resized one by one with PIL's bilinear filter (what ``transforms.Resize`` does to a PIL
     image), on the CPU; returned on the input's device."""

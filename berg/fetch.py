@@ -9,7 +9,6 @@ every verified file; a file that no longer matches it is fetched again. ``BERG_O
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -285,23 +284,3 @@ def ensure_model_files(card: ModelCard, berg_dir: str | os.PathLike, subject: in
             return
         _fetch_locked(card, model_dir, rels, None, show_progress=True)
         reader.make_native(card, berg_dir, subject)
-
-
-def _cli_download(args: argparse.Namespace) -> int:
-    paths = download(args.model, subjects=args.subjects, berg_dir=args.berg_dir, endpoint_url=args.endpoint_url,
-                     show_progress=not args.quiet)
-    for path in paths:
-        print(path)
-    return 0
-
-
-def register_cli(subparsers: Any) -> None:
-    """Add ``download MODEL [--subject N ...] [--berg-dir DIR] [--endpoint-url URL] [--quiet]``."""
-    p = subparsers.add_parser("download", help="fetch a model's files into the cache, verified")
-    p.add_argument("model", help="model id, e.g. fmri-bmd-s3d")
-    p.add_argument("--subject", dest="subjects", type=int, nargs="+", action="extend",
-                   help="subjects to fetch (default: all)")
-    p.add_argument("--berg-dir", help="cache root (default: $BERG_HOME or the user cache dir)")
-    p.add_argument("--endpoint-url", help="S3 endpoint of a mirror (default: $BERG_S3_ENDPOINT or AWS)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cli_download)

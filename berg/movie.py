@@ -359,39 +359,3 @@ def predict_movie(model, video: str | os.PathLike, tr: float, n_scans: int | Non
             sink_path.unlink(missing_ok=True)
     return MovieResult(bold=bold, frame_times=frame_times, sample_times=sample_times, samples=samples,
                        baselines=per_sample, baselines_tr=per_scan, metadata=meta, outputs=written)
-
-
-def register_cli(subparsers) -> None:
-    """Add ``berg movie MODEL VIDEO --subject S --tr TR -o OUT ...`` (model options as ``berg encode``)."""
-    from .cli import add_model_options
-
-    p = subparsers.add_parser("movie", help="predict BOLD time series for a film at a given TR",
-                              description="Stream a video through an encoding model into predicted BOLD at the TR.")
-    add_model_options(p)
-    p.add_argument("video", help="video file")
-    p.add_argument("--tr", type=float, required=True, help="repetition time (s)")
-    p.add_argument("-o", "--output", action="append", required=True,
-                   help="output file, kind by extension (.nii/.nii.gz, .h5/.hdf5, .tsv); repeat for several")
-    p.add_argument("--n-scans", type=int, default=None, help="number of scans (default: duration / TR)")
-    p.add_argument("--slice-time-ref", type=float, default=0.0, help="acquisition time within the TR, in [0, 1]")
-    p.add_argument("--hrf", choices=["spm", "glover", "none"], default="spm")
-    p.add_argument("--rate", type=float, default=2.0, help="image models: frames sampled per second (0 = every frame)")
-    p.add_argument("--clip-s", type=float, default=3.0, help="video models: clip length (s)")
-    p.add_argument("--stride-s", type=float, default=None, help="video models: clip stride (s), default the TR")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run with the same outputs")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_run_cli)
-
-
-def _run_cli(args) -> int:
-    from .cli import model_from_args
-
-    model = model_from_args(args)
-    result = predict_movie(model, args.video, tr=args.tr, n_scans=args.n_scans, slice_time_ref=args.slice_time_ref,
-                           hrf=None if args.hrf == "none" else args.hrf, sample_rate_hz=args.rate or None,
-                           clip_s=args.clip_s, stride_s=args.stride_s, batch_size=args.batch_size, output=args.output,
-                           resume=args.resume, show_progress=not args.quiet)
-    for path in result.outputs:
-        print(path)
-    return 0

@@ -8,6 +8,10 @@ models the order of the overlap mask's voxels in C order. HDF5 outputs store it 
 
 Predictor tables (``.tsv``, ``.tsv.gz``): see :mod:`berg.predictors`.
 
+Responses to a stimulus set (:func:`write_responses`): ``.npy`` (n_stimuli, n_outputs) float32; HDF5 with
+``responses`` of that shape plus the columns above and the metadata's scalars as attributes; NIfTI, the responses
+placed at their voxels (:func:`berg.spaces.to_nifti`).
+
 HDF5 layout of a movie (one file; ``OUT.h5`` once complete, ``.OUT.h5.partial`` while a run is going):
 
 ``samples/responses`` (n_samples, n_outputs) float32
@@ -32,7 +36,7 @@ import gzip
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import h5py
@@ -42,11 +46,13 @@ import numpy as np
 from ._io import atomic_path
 from .errors import InvalidArgumentError
 from .predictors import predictor_table, write_predictors
+from .spaces import to_nifti
 
 log = logging.getLogger(__name__)
 
 OUTPUT_KINDS = {".nii": "nifti", ".nii.gz": "nifti", ".h5": "hdf5", ".hdf5": "hdf5", ".tsv": "tsv",
                 ".tsv.gz": "tsv"}
+RESPONSE_SUFFIXES = (".npy", ".h5", ".hdf5", ".nii", ".nii.gz")
 _CHUNK_ROWS = 64
 _CHUNK_COLS = 1024
 
@@ -214,6 +220,55 @@ def write_columns(h5: h5py.Group, metadata: Mapping) -> None:
     for key in ("selection", "backbone"):
         if key in metadata:
             h5.attrs[key] = json.dumps(metadata[key], default=_jsonable)
+
+
+def check_response_path(path: str | os.PathLike, parameter: str = "output") -> Path:
+    """``path`` as a Path once its extension is one :func:`write_responses` writes; else InvalidArgumentError."""
+    path = Path(path)
+    if not path.name.lower().endswith(RESPONSE_SUFFIXES):
+        raise InvalidArgumentError(f"{parameter} {str(path)!r} has an unknown extension; "
+                                   f"valid: {', '.join(RESPONSE_SUFFIXES)}")
+    return path
+
+
+def write_responses(path: str | os.PathLike, shape: tuple[int, int], metadata: Mapping,
+                    fill: Callable[[np.ndarray | h5py.Dataset | None], np.ndarray]) -> Path:
+    """Write responses of ``shape`` (n_stimuli, n_outputs) to ``.npy``, ``.h5``/``.hdf5`` or ``.nii``/``.nii.gz``.
+
+    Parameters
+    ----------
+    path : path
+        The output; written under a temporary name and renamed when complete.
+    shape : (n_stimuli, n_outputs)
+        Shape of the responses.
+    metadata : dict
+        The model's metadata: voxel columns for HDF5 (:func:`write_columns`), voxel grid for NIfTI.
+    fill : callable
+        ``fill(out)`` computes the responses. For ``.npy`` and HDF5 it gets a float32 target of ``shape`` (a memmap
+        or an HDF5 dataset) and writes into it batch by batch, so memory does not grow with the number of stimuli;
+        for NIfTI it gets None and returns the (n_stimuli, n_outputs) array.
+
+    Returns
+    -------
+    Path
+    """
+    path = check_response_path(path)
+    name = path.name.lower()
+    with atomic_path(path) as tmp:
+        if name.endswith(".npy"):
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+            fill(out)
+            out.flush()
+            del out
+        elif name.endswith((".h5", ".hdf5")):
+            with h5py.File(tmp, "w") as h5:
+                out = h5.create_dataset("responses", shape=shape, dtype=np.float32,
+                                        chunks=(1, shape[1]) if shape[1] > 0 else None)
+                fill(out)
+                write_columns(h5, metadata)
+        else:
+            to_nifti(fill(None), metadata).to_filename(tmp)
+    return path
 
 
 def _jsonable(obj):

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backbones import sample_frame_indices
+from . import video
 from .errors import InvalidStimulusError
+from .video import sample_frame_indices
 
 Batch = torch.Tensor | list[torch.Tensor]
 _VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif"}
@@ -130,8 +131,6 @@ def _image_list_set(items: Sequence) -> StimulusSet:
 
 
 def _video_file_set(paths: Sequence, n_frames: int) -> StimulusSet:
-    from . import video
-
     indices = []
     for path in paths:
         if not Path(path).is_file():

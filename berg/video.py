@@ -219,12 +219,19 @@ def iter_frames(
             j += 1
 
 
+def sample_frame_indices(n_available: int, n_frames: int) -> np.ndarray:
+    """Frame indices ``linspace(0, n_available - 1, n_frames)`` truncated to int, shape (n_frames,).
+
+    The one rule by which berg picks a clip's frames, for clip arrays, video files and sliding clips of a film.
+    """
+    return np.linspace(0, n_available - 1, n_frames).astype(np.int64)
+
+
 def clip_plan(info: VideoInfo, clip_s: float, n_frames: int, stride_s: float) -> list[tuple[float, np.ndarray]]:
     """Centre times and frame indices of every sliding clip that fits in the film.
 
     Clip ``j`` covers ``[j * stride_s, j * stride_s + clip_s)``; its frames are those whose start time
-    falls in that window, of which ``n_frames`` are taken at ``linspace(0, T - 1, n_frames)`` truncated
-    to int (T frames in the window).
+    falls in that window, of which ``n_frames`` are taken by :func:`sample_frame_indices` (T frames in the window).
 
     Returns
     -------
@@ -246,7 +253,7 @@ def clip_plan(info: VideoInfo, clip_s: float, n_frames: int, stride_s: float) ->
         hi = min(info.n_frames, math.ceil((start + clip_s) * info.fps - _EPS))
         if hi <= lo:
             raise InvalidStimulusError(f"clip_s={clip_s} s holds no frame at {info.fps:.3f} frames/s; give a longer clip.")
-        picks = lo + np.linspace(0, hi - lo - 1, int(n_frames)).astype(np.int64)
+        picks = lo + sample_frame_indices(hi - lo, int(n_frames))
         plan.append((start + clip_s / 2.0, picks))
         j += 1
     return plan

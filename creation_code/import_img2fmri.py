@@ -9,12 +9,8 @@ No training happens here: the weights are img2fmri's, unchanged (see berg/storag
 Usage: python creation_code/import_img2fmri.py [--wheel PATH] [--berg-dir DIR] [--force]
 """
 
-import argparse
 import sys
 
-from berg.storage.img2fmri import register_cli
+from berg.cli import main
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-register_cli(parser.add_subparsers(dest="command", required=True))
-args = parser.parse_args(["import-img2fmri", *sys.argv[1:]])
-sys.exit(args.func(args))
+sys.exit(main(["import-img2fmri", *sys.argv[1:]]))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -233,13 +232,12 @@ def test_is_offline_and_default_berg_dir(monkeypatch, tmp_path):
 
 
 def test_cli_parser():
-    parser = argparse.ArgumentParser()
-    dl.register_cli(parser.add_subparsers())
-    args = parser.parse_args(["download", "fmri-bmd-s3d", "--subject", "1", "2", "--subject", "5",
-                              "--berg-dir", "/x", "--endpoint-url", "http://h:1"])
-    assert (args.model, args.subjects, args.berg_dir, args.endpoint_url) == ("fmri-bmd-s3d", [1, 2, 5], "/x",
+    from berg.cli import build_parser
+
+    args = build_parser().parse_args(["download", "fmri-bmd-s3d", "--subject", "1", "--subject", "group",
+                                      "--subject", "5", "--berg-dir", "/x", "--endpoint-url", "http://h:1"])
+    assert (args.model, args.subjects, args.berg_dir, args.endpoint_url) == ("fmri-bmd-s3d", [1, "group", 5], "/x",
                                                                           "http://h:1")
-    assert args.func is dl._cli_download
 
 
 def test_download_is_a_public_function():

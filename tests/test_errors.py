@@ -121,7 +121,7 @@ def test_cli_error_writes_nothing(tiny_model, berg_dir, tmp_path, capsys):
     np.save(bad, np.full((2, 8, 8, 3), 300, np.int64))
     code = cli_main(["encode", "test-resnet18", "--subject", "1", str(bad), "-o", str(out), "--backbone-weights",
                      "untrained", "--device", "cpu", "--berg-dir", str(berg_dir), "--quiet"])
-    assert code == 2
+    assert code == 1
     assert "integers must lie in 0..255" in capsys.readouterr().err
     assert list(tmp_path.glob("out*")) == []
 
@@ -135,7 +135,7 @@ def test_bad_batch_size(model, images, batch_size):
 def test_cli_unknown_output_extension(tiny_model, berg_dir, tmp_path, capsys):
     code = cli_main(["encode", "test-resnet18", "--subject", "1", "x.png", "-o", str(tmp_path / "out.csv"),
                      "--berg-dir", str(berg_dir)])
-    assert code == 2 and "unknown extension; valid: .npy" in capsys.readouterr().err
+    assert code == 1 and "unknown extension; valid: .npy" in capsys.readouterr().err
 
 
 def test_encode_needs_an_encoding_model(images):
@@ -159,7 +159,7 @@ def test_fold_node_dims_mismatch():
 def test_cli_subject_that_is_not_a_number(tiny_model, berg_dir, tmp_path, capsys):
     code = cli_main(["encode", "test-resnet18", "--subject", "one", "x.png", "-o", str(tmp_path / "out.npy"),
                      "--berg-dir", str(berg_dir)])
-    assert code == 2 and "subject='one' is not valid" in capsys.readouterr().err
+    assert code == 1 and "subject='one' is not valid" in capsys.readouterr().err
 
 
 def test_damaged_readout_file(tiny_model, berg_dir):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -83,10 +82,9 @@ def test_reimport_is_a_no_op(img2fmri_model_dir, tmp_path):
 
 
 def test_cli_entry_runs_the_importer(img2fmri_model_dir, capsys):
-    parser = argparse.ArgumentParser()
-    importer.register_cli(parser.add_subparsers())
-    args = parser.parse_args(["import-img2fmri", "--berg-dir", str(img2fmri_model_dir.parents[3])])
-    assert args.func(args) == 0
+    from berg.cli import main
+
+    assert main(["import-img2fmri", "--berg-dir", str(img2fmri_model_dir.parents[3])]) == 0
     assert capsys.readouterr().out.strip() == str(img2fmri_model_dir)
 
 

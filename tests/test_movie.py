@@ -1,4 +1,3 @@
-import argparse
 import json
 import subprocess
 import sys
@@ -14,7 +13,8 @@ from _movie_support import FakeModel, flash_video, ramp_level, ramp_video
 from nilearn.glm.first_level import compute_regressor
 
 import berg
-from berg import movie
+import berg.api
+from berg.cli import main as cli_main
 from berg.errors import BergError
 from berg.movie import predict_movie, scan_times, to_scans
 from berg.sinks import ResumeError, partial_path, read_h5
@@ -222,14 +222,12 @@ def test_cli_builds_the_model_and_writes_outputs(tmp_path, flashes, monkeypatch)
         return FakeModel()
 
     monkeypatch.setattr(berg.api, "get_encoding_model", fake_get_encoding_model)
-    parser = argparse.ArgumentParser()
-    movie.register_cli(parser.add_subparsers())
-    args = parser.parse_args(["movie", "fake-rgb", "--subject", "2", str(flashes), "--tr", "2", "-o",
-                              str(tmp_path / "a.tsv"), "-o", str(tmp_path / "a.h5"), "--hrf", "none", "--roi", "lFFA",
-                              "--backbone-weights", "untrained", "--rate", "0", "--quiet"])
-    assert args.func(args) == 0
+    assert cli_main(["movie", "fake-rgb", "--subject", "2", str(flashes), "--tr", "2", "-o", str(tmp_path / "a.tsv"),
+                     "-o", str(tmp_path / "a.h5"), "--hrf", "none", "--roi", "lFFA", "--backbone-weights", "untrained",
+                     "--rate", "0", "--quiet"]) == 0
     assert calls == {"model_id": "fake-rgb", "subject": 2, "selection": {"roi": "lFFA"}, "device": "auto",
-                     "backbone_weights": None, "verify_hash": True, "berg_dir": None}
+                     "backbone_weights": None, "verify_hash": True, "berg_dir": None, "sigma": None,
+                     "precision": "float32", "channels_last": False, "compile": False}
     stored = read_h5(tmp_path / "a.h5")
     assert stored["samples"].shape == (600, 3) and stored["metadata"]["hrf"] == "none"
     assert len(pd.read_csv(tmp_path / "a.tsv", sep="\t")) == 30

@@ -14,10 +14,10 @@ from PIL import Image
 from torchvision import transforms
 from torchvision.models.video import S3D_Weights
 
-from berg.backbones import build_feature_extractor, sample_frame_indices
+from berg.backbones import build_feature_extractor
 from berg.registry import get_card
 from berg.stimuli import as_stimulus_set
-from berg.video import write_synthetic_video
+from berg.video import sample_frame_indices, write_synthetic_video
 
 SIZES = [(240, 320), (300, 300), (171, 128), (1080, 1920)]
 

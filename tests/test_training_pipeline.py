@@ -1,6 +1,5 @@
 """Training from dataset specs: bad inputs leave nothing behind; train -> load -> encode reproduces predictions."""
 
-import argparse
 import json
 import runpy
 import sys
@@ -14,9 +13,9 @@ import yaml
 
 import berg
 from berg.cards import load_card
+from berg.cli import main as cli_main
 from berg.errors import MissingFilesError
 from berg.training import DatasetError, train
-from berg.training.cli import register_cli
 
 from _training_support import feature_dataset, files_under, image_dataset
 
@@ -135,10 +134,7 @@ def test_package_and_report(feature_spec, tmp_path):
 def test_train_save_load_encode_reproduces_predictions(tmp_path):
     spec, data, images = image_dataset(tmp_path / "data")
     berg_dir = tmp_path / "berg"
-    parser = argparse.ArgumentParser()
-    register_cli(parser.add_subparsers())
-    args = parser.parse_args(["train", str(spec), "--berg-dir", str(berg_dir)])
-    assert args.func(args) == 0
+    assert cli_main(["train", str(spec), "--berg-dir", str(berg_dir)]) == 0
     model = berg.get_encoding_model("fmri-synthetic-resnet18", subject=1, berg_dir=berg_dir, backbone_weights=None)
     result = train(spec, berg_dir)  # second run: features come from the cache
     rows = [data.stimulus_ids.index(s) for s in result.test_ids]

@@ -1,15 +1,13 @@
-"""``berg.batch.run`` and ``berg batch JOB``: plan, skip what is done, run the rest on an engine, account for it."""
+"""``berg.batch.run``: plan, skip what is done, run the rest on an engine, account for it."""
 
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InvalidArgumentError
 from .job import Job, load_job, ray_settings
-from .local import run_local
 from .records import is_done, write_description, write_failures
 from .units import plan
 
@@ -90,31 +88,9 @@ def run(job: str | os.PathLike | dict | Job, engine: str = "local", address: str
 
         failures = run_ray(todo, root, job.berg_dir, settings, address, show_progress, len(units) - len(todo))
     else:
+        from .local import run_local  # loads the encoder (torch) only when a job runs
+
         failures = run_local(todo, root, job.berg_dir, show_progress, len(units) - len(todo))
     write_failures(root, failures)
     return BatchResult(output=root, n_units=len(units), n_skipped=len(units) - len(todo),
                        n_done=len(todo) - len(failures), failures=failures)
-
-
-def register_cli(subparsers) -> None:
-    """Add ``berg batch JOB [--engine ray] [--address ADDR] [--actors N] [--num-gpus G] [--quiet]``."""
-    p = subparsers.add_parser("batch", help="run a batch job (many stimuli x models x subjects), resumable",
-                              description="Run a YAML or TSV batch job; finished units are skipped on a re-run. "
-                                          "Exit status 1 when a unit failed (see logs/failures.tsv).")
-    p.add_argument("job", help="job file (.yaml, .yml or .tsv)")
-    p.add_argument("--engine", choices=ENGINES, default="local", help="local (default) or ray")
-    p.add_argument("--address", default=None, help="Ray cluster address (ray://host:10001); default: local")
-    p.add_argument("--actors", type=int, default=None, help="Ray: encoder actors (default: the job's, else 1)")
-    p.add_argument("--num-gpus", type=float, default=None, help="Ray: GPUs per encoder actor")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_run_cli)
-
-
-def _run_cli(args) -> int:
-    result = run(args.job, engine=args.engine, address=args.address, actors=args.actors, num_gpus=args.num_gpus,
-                 show_progress=not args.quiet)
-    print(f"{result.n_units} units: {result.n_skipped} already done, {result.n_done} done now, "
-          f"{len(result.failures)} failed; outputs in {result.output}", file=sys.stderr)
-    for row in result.failures:
-        print(f"failed: {row['unit']} ({row['error_type']}: {row['message']})", file=sys.stderr)
-    return 0 if result.ok else 1

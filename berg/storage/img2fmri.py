@@ -338,21 +338,3 @@ def _write_model(model_dir: Path, wheel: Path) -> None:
 
 READER = FormatReader(source_files=lambda card, subject: [],
                       make_native=lambda card, berg_dir, subject: import_img2fmri(berg_dir))
-
-
-def register_cli(subparsers) -> None:
-    """Add ``import-img2fmri [--wheel PATH] [--berg-dir DIR] [--force]`` to an argparse subparsers object."""
-    parser = subparsers.add_parser("import-img2fmri", help="import the img2fmri 1.0 models (fmri-bold5000-resnet18)",
-                                   description=f"Write the {MODEL_ID} model from the img2fmri 1.0 wheel "
-                                               "(verified by sha256) into the berg folder.")
-    parser.add_argument("--wheel", type=Path, default=None, help=f"path of {WHEEL_NAME} (default: cache or pip)")
-    parser.add_argument("--berg-dir", type=Path, default=None,
-                        help="berg data folder (default: $BERG_HOME, else the user cache folder)")
-    parser.add_argument("--force", action="store_true", help="rebuild even if a complete import exists")
-    parser.set_defaults(func=_run_cli)
-
-
-def _run_cli(args) -> int:
-    berg_dir = args.berg_dir if args.berg_dir is not None else config.default_berg_dir()
-    print(import_img2fmri(berg_dir, wheel=args.wheel, force=args.force))
-    return 0

@@ -1,4 +1,4 @@
-"""The ``berg train`` sub-command."""
+"""``berg train SPEC.yaml``: train, evaluate and package an encoder from a dataset spec."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import argparse
 import json
 import sys
 
+from .options import add_berg_dir
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
+
+def _train(args: argparse.Namespace) -> int:
+    from ..training.train import train
 
     result = train(args.config, args.berg_dir)
     overall = result.summary["rois"]["all"]
@@ -20,9 +22,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_cli(subparsers) -> None:
-    """Add ``train CONFIG.yaml [--berg-dir DIR]`` to a ``berg`` sub-parser set."""
-    p = subparsers.add_parser("train", help="train, evaluate and package an encoder from a dataset spec (YAML)")
+def register(subparsers, common: argparse.ArgumentParser) -> None:
+    """Add ``train``."""
+    p = subparsers.add_parser("train", parents=[common],
+                              help="train, evaluate and package an encoder from a dataset spec (YAML)")
     p.add_argument("config", help="dataset spec YAML (see berg.training.dataset)")
-    p.add_argument("--berg-dir", default=None, help="where the model and its card are written")
-    p.set_defaults(func=_cmd_train)
+    add_berg_dir(p, help="where the model and its card are written")
+    p.set_defaults(run=_train)

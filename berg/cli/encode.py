@@ -1,0 +1,46 @@
+"""``berg encode MODEL INPUTS... -o OUT``: images, videos or a .npy array into in-silico responses."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .options import add_model_options, model_from_args
+
+
+def _stimulus(inputs: list[str]):
+    """The stimulus and its count: one ``.npy`` file is read as an array (memory-mapped), else a list of files."""
+    if len(inputs) == 1 and inputs[0].endswith(".npy"):
+        import numpy as np
+
+        array = np.load(inputs[0], mmap_mode="r", allow_pickle=False)
+        return array, (array.shape[0] if array.ndim else 0)
+    return inputs, len(inputs)
+
+
+def _encode(args: argparse.Namespace) -> int:
+    from .. import encoder, sinks
+
+    output = sinks.check_response_path(args.output, "-o")  # before the model is built
+    stimulus, n_stimuli = _stimulus(args.inputs)
+    model = model_from_args(args)
+    options = {"show_progress": not args.quiet, "batch_size": args.batch_size}
+    if args.readout_mb is not None:
+        options["readout_mb"] = args.readout_mb
+    sinks.write_responses(output, (n_stimuli, model.n_outputs), model.metadata,
+                          lambda out: encoder.encode(model, stimulus, out=out, **options))
+    print(f"wrote {output} ({n_stimuli} stimuli x {model.n_outputs} outputs)", file=sys.stderr)
+    return 0
+
+
+def register(subparsers, common: argparse.ArgumentParser) -> None:
+    """Add ``encode``."""
+    p = subparsers.add_parser("encode", parents=[common], help="encode images or videos into in-silico responses")
+    add_model_options(p)
+    p.add_argument("inputs", nargs="+", help="image files, video files, or one .npy array file")
+    p.add_argument("-o", "--output", required=True,
+                   help="output file; its extension picks the format: .npy, .h5 or .hdf5, .nii or .nii.gz")
+    p.add_argument("--batch-size", type=int, default=None, help="stimuli per forward pass (default: the model's)")
+    p.add_argument("--readout-mb", type=float, default=None,
+                   help="memory bound of a readout batch in MiB (default: 256)")
+    p.set_defaults(run=_encode)
