@@ -40,7 +40,7 @@ import nibabel as nib
 import numpy as np
 
 from ._io import atomic_path
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, ResumeError
 from .predictors import predictor_table, write_predictors
 
 log = logging.getLogger(__name__)
@@ -49,10 +49,6 @@ OUTPUT_KINDS = {".nii": "nifti", ".nii.gz": "nifti", ".h5": "hdf5", ".hdf5": "hd
                 ".tsv.gz": "tsv"}
 _CHUNK_ROWS = 64
 _CHUNK_COLS = 1024
-
-
-class ResumeError(InvalidArgumentError):
-    """A ``resume`` request that does not match the interrupted run's parameters."""
 
 
 def output_kind(path: str | os.PathLike) -> str:

@@ -36,14 +36,10 @@ import nibabel as nib
 import numpy as np
 import yaml
 
-from ..errors import BergError, MissingFilesError, close_matches
+from ..errors import DatasetError, MissingFilesError, close_matches
 
 NAN_POLICIES = ("raise", "drop", "zero")
 STIMULUS_KINDS = ("array", "images", "videos", "features")
-
-
-class DatasetError(BergError, ValueError):
-    """A dataset spec, or a file it names, that is malformed or inconsistent."""
 
 
 @dataclass
