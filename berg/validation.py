@@ -21,16 +21,19 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import BergError, InvalidArgumentError, close_matches
+from .errors import BergError, InvalidArgumentError, InvalidDeviceError, close_matches
 
-__all__ = ["choice", "existing_path", "fail", "flag", "integer", "is_integer", "number", "positive_number",
-           "probability"]
+__all__ = ["choice", "device_name", "existing_path", "fail", "flag", "integer", "is_integer", "number",
+           "positive_number", "probability"]
+
+_DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 def fail(name: str, value: Any, expected: str, error: type[BergError] = InvalidArgumentError) -> BergError:
@@ -161,3 +164,15 @@ def existing_path(name: str, value: Any, *, kind: str = "file",
                  else "a file" if path.is_file() else "something else")
         raise error(f"{name}={str(value)!r} is not valid: expected a path to {what}; found {found}.")
     return path
+
+
+def device_name(name: str, value: Any, *, error: type[BergError] = InvalidDeviceError) -> str:
+    """``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (a ``torch.device`` is taken by its name), as a ``str``.
+
+    Only the spelling is checked here; whether the device exists is :func:`berg.backbones.resolve_device`'s job.
+    """
+    is_torch_device = hasattr(value, "type") and hasattr(value, "index")  # duck-typed: no torch import here
+    text = value if isinstance(value, str) else str(value) if is_torch_device else None
+    if text is None or not _DEVICE_NAME.fullmatch(text):
+        raise fail(name, value, "'auto', 'cpu', 'cuda' or 'cuda:N'", error)
+    return text

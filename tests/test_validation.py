@@ -201,3 +201,21 @@ def test_encode_takes_a_numpy_integer_batch_size(model, small_images):
 def test_encode_refuses_a_bad_readout_bound_in_the_same_form(model, small_images, readout_mb):
     with pytest.raises(InvalidArgumentError, match=_message("readout_mb", readout_mb, "a finite number > 0 (MiB)")):
         berg.encode(model, small_images, readout_mb=readout_mb)
+
+
+@pytest.mark.parametrize("option, expected", [
+    ({"precision": "float8"}, "precision='float8' is not valid: expected one of 'float32', 'bfloat16', 'float16'. "
+                              "Did you mean: float32, float16, bfloat16?"),
+    ({"device": "tpu"}, "device='tpu' is not valid: expected 'auto', 'cpu', 'cuda' or 'cuda:N'."),
+    ({"sigma": 2.0}, "sigma=2.0 is not valid for subject=1: expected None (sigma applies to subject='group' only)."),
+    ({"sigma": "2"}, "sigma='2' is not valid: expected a finite number >= 0 (mm), or None."),
+    ({"compile": "yes"}, "compile='yes' is not valid: expected True or False."),
+])
+def test_loading_options_are_checked_before_any_file_is_needed(tmp_path, option, expected):
+    write_test_model(tmp_path)
+    assert list((tmp_path / "encoding_models").rglob("*readout_sub-01*"))
+    for readout in (tmp_path / "encoding_models").rglob("*readout_sub-01*"):
+        readout.unlink()  # loading would fail with MissingFilesError if the options were checked later
+    with pytest.raises(BergError, match="^" + re.escape(expected) + "$"):
+        berg.get_encoding_model("test-resnet18", subject=1, backbone_weights=None, berg_dir=tmp_path,
+                                **{"device": "cpu", **option})

@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from .. import validation
+from ..api import PRECISIONS
 from ..errors import InvalidArgumentError, JobError, close_matches
 from ..registry import get_card
 
@@ -47,7 +48,6 @@ ROW_FIELDS = tuple(ROW_DEFAULTS)
 JOB_FIELDS = ("output", "berg_dir", "ray", "rows")
 RAY_FIELDS = {"actors": 1, "num_gpus": 0.0, "cpus_per_actor": 1.0, "cpus_per_decode": 1.0, "decode_tasks": 0,
               "max_retries": 3}
-PRECISIONS = ("float32", "bfloat16", "float16")
 HRFS = ("spm", "glover", "none")
 _TSV_LISTS = ("subjects", "roi")
 
@@ -207,10 +207,8 @@ def _row(raw, index: int, source: str, base: Path, berg_dir: Path | None) -> Row
     selection = _selection(row, card, bad)
     for name, valid in (("precision", PRECISIONS), ("hrf", HRFS)):
         _checked(bad, name, lambda name, value: validation.choice(name, value, valid), row[name])
-    device = row["device"]
-    if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda") or
-                                           (device.startswith("cuda:") and device[5:].isdigit())):
-        raise bad("device", f"{device!r} is not valid; valid: auto, cpu, cuda, cuda:N")
+    _checked(bad, "device", lambda name, value: validation.device_name(name, value, error=InvalidArgumentError),
+             row["device"])
     weights = row["backbone_weights"]
     if not isinstance(weights, str):
         raise bad("backbone_weights", f"must be 'default', 'untrained' or a file path; got {weights!r}")
