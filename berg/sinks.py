@@ -39,6 +39,7 @@ import h5py
 import nibabel as nib
 import numpy as np
 
+from . import validation
 from ._io import atomic_path
 from .errors import InvalidArgumentError, ResumeError
 from .predictors import predictor_table, write_predictors
@@ -57,9 +58,7 @@ def output_kind(path: str | os.PathLike) -> str:
     for ext, kind in sorted(OUTPUT_KINDS.items(), key=lambda item: -len(item[0])):
         if name.endswith(ext):
             return kind
-    raise InvalidArgumentError(
-        f"output={str(path)!r} has an unknown extension; valid extensions are {', '.join(OUTPUT_KINDS)}."
-    )
+    raise validation.fail("output", str(path), f"a file extension among {', '.join(OUTPUT_KINDS)}")
 
 
 def partial_path(final: str | os.PathLike, tag: str = "") -> Path:

@@ -17,8 +17,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ._io import atomic_path
 from . import validation
+from ._io import atomic_path
 from .errors import InvalidArgumentError, InvalidStimulusError
 
 _EPS = 1e-9
