@@ -19,7 +19,7 @@ import numpy as np
 
 from . import validation
 from ._io import atomic_path
-from .errors import InvalidArgumentError, InvalidStimulusError
+from .errors import InvalidStimulusError
 
 _EPS = 1e-9
 
@@ -142,11 +142,10 @@ def read_frames(path: str | os.PathLike, indices: Sequence[int]) -> np.ndarray:
     numpy.ndarray
         uint8, shape (len(indices), H, W, 3), RGB.
     """
-    wanted = np.asarray(indices, dtype=np.int64).reshape(-1)
-    if wanted.size == 0:
-        raise InvalidArgumentError("indices=[] selects no frame; give at least one frame index.")
-    if wanted.min() < 0:
-        raise InvalidArgumentError(f"indices must be >= 0; got {int(wanted.min())}.")
+    wanted = np.asarray(indices).reshape(-1)
+    if wanted.size == 0 or not np.issubdtype(wanted.dtype, np.integer) or wanted.min() < 0:
+        raise validation.fail("indices", indices, "a non-empty sequence of integer frame indices >= 0")
+    wanted = wanted.astype(np.int64)
     needed = set(wanted.tolist())
     found: dict[int, np.ndarray] = {}
     last = int(wanted.max())

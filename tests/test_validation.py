@@ -13,7 +13,7 @@ import berg
 from berg import validation
 from berg.errors import BergError, InvalidArgumentError, InvalidDataError
 from berg.movie import predict_movie
-from berg.video import iter_frames
+from berg.video import iter_frames, read_frames
 
 
 def _message(name, value, expected):
@@ -153,6 +153,19 @@ def test_video_takes_a_numpy_rate_like_a_python_one(short_film):
     python = [t for t, _ in iter_frames(short_film, rate_hz=4)]
     numpy = [t for t, _ in iter_frames(short_film, rate_hz=np.float32(4.0))]
     assert numpy == python == [j / 4 for j in range(8)]
+
+
+@pytest.mark.parametrize("indices", [[], [1.5], ["1"], [-1, 2], [True]])
+def test_read_frames_refuses_indices_that_are_not_frame_numbers(short_film, indices):
+    with pytest.raises(InvalidArgumentError, match=_message("indices", indices, "a non-empty sequence of integer "
+                                                                               "frame indices >= 0")):
+        read_frames(short_film, indices)
+
+
+def test_read_frames_takes_numpy_integers(short_film):
+    frames = read_frames(short_film, [np.int64(3), np.uint8(0)])
+    assert frames.shape == (2, 8, 8, 3)
+    np.testing.assert_allclose(frames.reshape(2, -1).mean(axis=1), [30, 0], atol=4)
 
 
 @pytest.mark.parametrize("batch_size", [True, "2", 2.0])
