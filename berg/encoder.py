@@ -171,6 +171,8 @@ def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_p
                                    "berg.get_encoding_model")
     kind = model.card.stimulus_kind
     batch_size = validation.integer("batch_size", batch_size, minimum=1, allow_none=True) or DEFAULT_BATCH_SIZE[kind]
+    validation.flag("return_metadata", return_metadata)
+    validation.flag("show_progress", show_progress)
     stimuli = as_stimulus_set(stimulus, kind, model.card.data["stimulus"].get("n_frames"))
     if out is None:
         responses = np.empty((stimuli.n, model.n_outputs), dtype=np.float32)

@@ -275,6 +275,8 @@ def predict_movie(model, video: str | os.PathLike, tr: float, n_scans: int | Non
     """
     tr, n_scans, slice_time_ref, hrf, sample_rate_hz, clip_s, stride_s, batch_size = _check_args(
         tr, n_scans, slice_time_ref, hrf, sample_rate_hz, clip_s, stride_s, batch_size)
+    validation.flag("resume", resume)
+    validation.flag("show_progress", show_progress)
     names = _baselines.check_names(baselines)
     paths = _outputs(output)
     if resume and not paths:

@@ -66,6 +66,19 @@ def _bounds(minimum: float | None, maximum: float | None) -> str:
     return "" if maximum is None else f" <= {maximum:g}"
 
 
+def _finite(name: str, value: Any, expected: str, error: type[BergError]) -> float:
+    """``float(value)`` for a finite python or numpy real that is not a bool; else the error for ``expected``."""
+    if _is_bool(value) or not isinstance(value, numbers.Real):
+        raise fail(name, value, expected, error)
+    try:
+        result = float(value)
+    except OverflowError:  # an int beyond float range
+        raise fail(name, value, expected, error) from None
+    if not math.isfinite(result):
+        raise fail(name, value, expected, error)
+    return result
+
+
 def number(name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None,
            unit: str = "", allow_none: bool = False, error: type[BergError] = InvalidArgumentError) -> float | None:
     """A finite real number in ``[minimum, maximum]`` (either bound optional), returned as a python ``float``.
@@ -75,11 +88,8 @@ def number(name: str, value: Any, *, minimum: float | None = None, maximum: floa
     if value is None and allow_none:
         return None
     expected = _or_none("a finite number" + _bounds(minimum, maximum) + _unit(unit), allow_none)
-    if _is_bool(value) or not isinstance(value, numbers.Real):
-        raise fail(name, value, expected, error)
-    result = float(value)
-    if not math.isfinite(result) or (minimum is not None and result < minimum) or (
-            maximum is not None and result > maximum):
+    result = _finite(name, value, expected, error)
+    if (minimum is not None and result < minimum) or (maximum is not None and result > maximum):
         raise fail(name, value, expected, error)
     return result
 
@@ -93,10 +103,8 @@ def positive_number(name: str, value: Any, *, allow_zero: bool = False, unit: st
     if value is None and allow_none:
         return None
     expected = _or_none(("a finite number >= 0" if allow_zero else "a finite number > 0") + _unit(unit), allow_none)
-    if _is_bool(value) or not isinstance(value, numbers.Real):
-        raise fail(name, value, expected, error)
-    result = float(value)
-    if not math.isfinite(result) or result < 0 or (result == 0 and not allow_zero):
+    result = _finite(name, value, expected, error)
+    if result < 0 or (result == 0 and not allow_zero):
         raise fail(name, value, expected, error)
     return result
 

@@ -48,8 +48,8 @@ class VideoInfo:
 
 
 def _open(path: str | os.PathLike):
-    """Open ``path`` and return ``(container, video_stream)``; unreadable files raise InvalidStimulusError."""
-    path = Path(path)
+    """Open ``path`` and return ``(container, video_stream)``; missing or unreadable files raise InvalidStimulusError."""
+    path = validation.existing_path("video", path, error=InvalidStimulusError)
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError, ValueError) as exc:

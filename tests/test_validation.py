@@ -51,6 +51,7 @@ REFUSED = [
     (validation.positive_number, {}, -1, "a finite number > 0"),
     (validation.positive_number, {}, None, "a finite number > 0"),
     (validation.positive_number, {}, [2], "a finite number > 0"),
+    (validation.positive_number, {}, 10**400, "a finite number > 0"),
     (validation.positive_number, {"allow_zero": True}, -0.1, "a finite number >= 0"),
     (validation.positive_number, {"allow_none": True, "unit": "s"}, "2", "a finite number > 0 (s), or None"),
     (validation.number, {"minimum": 0, "maximum": 2}, 2.5, "a finite number in [0, 2]"),
@@ -208,6 +209,18 @@ def test_encode_takes_a_numpy_integer_batch_size(model, small_images):
     at_once = berg.encode(model, small_images, batch_size=3)
     assert in_twos.shape == (3, 60) and np.isfinite(in_twos).all()
     np.testing.assert_allclose(in_twos, at_once, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("flag", ["return_metadata", "show_progress"])
+def test_encode_flags_are_true_or_false(model, small_images, flag):
+    with pytest.raises(InvalidArgumentError, match=_message(flag, 1, "True or False")):
+        berg.encode(model, small_images, **{flag: 1})
+
+
+@pytest.mark.parametrize("flag", ["resume", "show_progress"])
+def test_predict_movie_flags_are_true_or_false(short_film, flag):
+    with pytest.raises(InvalidArgumentError, match=_message(flag, "no", "True or False")):
+        predict_movie(FakeModel(), short_film, tr=1.0, **{"show_progress": False, flag: "no"})
 
 
 @pytest.mark.parametrize("readout_mb", ["64", True, math.nan, 0])
