@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -206,9 +207,8 @@ def _row(raw, index: int, source: str, base: Path, berg_dir: Path | None) -> Row
     subjects = _subjects(row["subjects"], card, bad)
     selection = _selection(row, card, bad)
     for name, valid in (("precision", PRECISIONS), ("hrf", HRFS)):
-        _checked(bad, name, lambda name, value: validation.choice(name, value, valid), row[name])
-    _checked(bad, "device", lambda name, value: validation.device_name(name, value, error=InvalidArgumentError),
-             row["device"])
+        _checked(bad, name, partial(validation.choice, valid=valid), row[name])
+    _checked(bad, "device", partial(validation.device_name, error=InvalidArgumentError), row["device"])
     weights = row["backbone_weights"]
     if not isinstance(weights, str):
         raise bad("backbone_weights", f"must be 'default', 'untrained' or a file path; got {weights!r}")
@@ -262,14 +262,14 @@ def _selection(row: dict, card, bad) -> dict | None:
 
 
 _NUMBER_CHECKS = {
-    "shard_size": lambda name, value: validation.integer(name, value, minimum=1),
-    "batch_size": lambda name, value: validation.integer(name, value, minimum=1),
-    "n_scans": lambda name, value: validation.integer(name, value, minimum=1),
-    "tr": lambda name, value: validation.positive_number(name, value, unit="s"),
+    "shard_size": partial(validation.integer, minimum=1),
+    "batch_size": partial(validation.integer, minimum=1),
+    "n_scans": partial(validation.integer, minimum=1),
+    "tr": partial(validation.positive_number, unit="s"),
     "slice_time_ref": validation.probability,
-    "sample_rate_hz": lambda name, value: validation.positive_number(name, value, allow_zero=True, unit="Hz"),
-    "clip_s": lambda name, value: validation.positive_number(name, value, unit="s"),
-    "stride_s": lambda name, value: validation.positive_number(name, value, unit="s"),
+    "sample_rate_hz": partial(validation.positive_number, allow_zero=True, unit="Hz"),  # 0: every frame
+    "clip_s": partial(validation.positive_number, unit="s"),
+    "stride_s": partial(validation.positive_number, unit="s"),
 }
 
 
