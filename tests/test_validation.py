@@ -245,3 +245,11 @@ def test_loading_options_are_checked_before_any_file_is_needed(tmp_path, option,
     with pytest.raises(BergError, match="^" + re.escape(expected) + "$"):
         berg.get_encoding_model("test-resnet18", subject=1, backbone_weights=None, berg_dir=tmp_path,
                                 **{"device": "cpu", **option})
+
+
+@pytest.mark.parametrize("sigma", [-1.0, math.nan, "wide", True])
+def test_a_bad_group_sigma_is_an_argument_error_raised_before_any_fetch(tmp_path, monkeypatch, sigma):
+    monkeypatch.setenv("BERG_OFFLINE", "1")  # nothing is on disk: reaching the files would raise OfflineError
+    with pytest.raises(InvalidArgumentError, match=_message("sigma", sigma, "a finite number >= 0 (mm), or None")):
+        berg.get_encoding_model("fmri-bold5000-resnet18", subject="group", sigma=sigma, device="cpu",
+                                berg_dir=tmp_path)
