@@ -249,7 +249,7 @@ def test_loading_options_are_checked_before_any_file_is_needed(tmp_path, option,
 
 @pytest.mark.parametrize("sigma", [-1.0, math.nan, "wide", True])
 def test_a_bad_group_sigma_is_an_argument_error_raised_before_any_fetch(tmp_path, monkeypatch, sigma):
-    monkeypatch.setenv("BERG_OFFLINE", "1")  # nothing is on disk: reaching the files would raise OfflineError
+    monkeypatch.setenv("BERG_OFFLINE", "1")  # a valid sigma gets past the checks and fails later, on missing files
     with pytest.raises(InvalidArgumentError, match=_message("sigma", sigma, "a finite number >= 0 (mm), or None")):
         berg.get_encoding_model("fmri-bold5000-resnet18", subject="group", sigma=sigma, device="cpu",
                                 berg_dir=tmp_path)
