@@ -6,11 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InvalidArgumentError, as_number
-
-
-class InvalidDataError(InvalidArgumentError):
-    """Time-series data or analysis parameters of the wrong shape or range."""
+from . import validation
+from .errors import InvalidDataError
 
 
 def _as_series(data) -> np.ndarray:
@@ -37,8 +34,8 @@ def dct_basis(n_timepoints: int, tr: float, cutoff_s: float) -> np.ndarray:
     numpy.ndarray
         (n_timepoints, n_components) float64; column 0 is the constant.
     """
-    if not as_number(tr) > 0 or not as_number(cutoff_s) > 0:
-        raise InvalidDataError(f"tr and cutoff_s must be positive seconds; got tr={tr!r}, cutoff_s={cutoff_s!r}.")
+    tr = validation.positive_number("tr", tr, error=InvalidDataError)
+    cutoff_s = validation.positive_number("cutoff_s", cutoff_s, error=InvalidDataError)
     n_comp = min(n_timepoints, int(np.floor(2.0 * n_timepoints * tr / cutoff_s)) + 1)
     t = (np.arange(n_timepoints) + 0.5)[:, None]
     basis = np.cos(np.pi * t * np.arange(n_comp)[None, :] / n_timepoints)
@@ -150,10 +147,9 @@ def boundary_triggered_average(similarity, boundaries, window: int = 5, n_permut
     b = np.asarray(boundaries).reshape(-1)
     if b.size == 0 or not np.issubdtype(b.dtype, np.integer) or b.min() < 1 or b.max() > n - 1:
         raise InvalidDataError(f"boundaries must be integer scan indices in 1..{n - 1}; got {b.tolist()}.")
-    if alternative not in ("less", "greater", "two-sided"):
-        raise InvalidDataError(f"alternative={alternative!r}; valid values are 'less', 'greater', 'two-sided'.")
-    if not (as_number(window) >= 0 and as_number(n_permutations) >= 1):
-        raise InvalidDataError(f"window must be >= 0 and n_permutations >= 1; got {window!r}, {n_permutations!r}.")
+    validation.choice("alternative", alternative, ("less", "greater", "two-sided"), error=InvalidDataError)
+    window = validation.integer("window", window, minimum=0, error=InvalidDataError)
+    n_permutations = validation.integer("n_permutations", n_permutations, minimum=1, error=InvalidDataError)
     adjacent = np.full(n, np.nan)
     adjacent[1:] = np.diagonal(sim, offset=1)  # adjacent[t] = sim[t - 1, t]
     lags = np.arange(-int(window), int(window) + 1)

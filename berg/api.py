@@ -6,16 +6,19 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import registry
+from . import registry, validation
 from .berg_view import berg_metadata_view
 from .cards import ModelCard
 from .config import default_berg_dir
+from .errors import InvalidArgumentError
 from .fetch import download, ensure_model_files
 from .selection import check_selection
 from .storage.native import metadata_paths, read_subject_metadata
 
 if TYPE_CHECKING:  # torch loads with the first model, not with the API
     from .encoder import EncodingModel
+
+PRECISIONS = ("float32", "bfloat16", "float16")
 
 
 def _dir(berg_dir) -> Path:
@@ -50,6 +53,18 @@ def _checked_request(model_id: str, subject, selection, berg_dir: Path) -> tuple
     n_voxels = card.n_voxels.get(subject) if subject != "group" else None
     check_selection(selection, list(card.rois), n_voxels)
     return card, subject
+
+
+def _check_options(subject, device, sigma, precision, **flags) -> None:
+    """The loading options of :func:`get_encoding_model`, checked before anything is fetched."""
+    validation.device_name("device", device)
+    validation.choice("precision", precision, PRECISIONS)
+    validation.positive_number("sigma", sigma, allow_zero=True, unit="mm", allow_none=True)
+    if sigma is not None and subject != "group":
+        raise InvalidArgumentError(f"sigma={sigma!r} is not valid for subject={subject!r}: "
+                                   "expected None (sigma applies to subject='group' only).")
+    for name, value in flags.items():
+        validation.flag(name, value)
 
 
 def get_model_metadata(model_id: str, subject: int | str, berg_dir: str | os.PathLike | None = None
@@ -123,6 +138,8 @@ def get_encoding_model(model_id: str, *, subject: int | str, selection: dict | N
 
     berg_dir = _dir(berg_dir)
     card, subject = _checked_request(model_id, subject, selection, berg_dir)
+    _check_options(subject, device, sigma, precision, verify_hash=verify_hash, channels_last=channels_last,
+                   compile=compile)
     ensure_model_files(card, berg_dir, subject)
     return load_encoding_model(card, berg_dir, subject, selection, device, backbone_weights, verify_hash,
                                sigma, precision, channels_last, compile)

@@ -14,6 +14,7 @@ import torchvision
 from torchvision.models.feature_extraction import create_feature_extractor
 from torchvision.transforms import functional as TF
 
+from . import validation
 from ._io import sha256_file
 from .cards import ModelCard
 from .config import is_offline
@@ -25,19 +26,17 @@ UNTRAINED_SEED = 0
 
 def resolve_device(device: str | torch.device) -> torch.device:
     """Turn ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` into an available :class:`torch.device`."""
-    name = str(device)
+    name = validation.device_name("device", device)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
         return torch.device("cpu")
-    if re.fullmatch(r"cuda(:\d+)?", name):
-        if not torch.cuda.is_available():
-            raise InvalidDeviceError(
-                f"device={name!r} was requested but CUDA is not available on this machine; "
-                "valid devices here: 'cpu', 'auto'"
-            )
-        return torch.device(name)
-    raise InvalidDeviceError(f"device={name!r} is not valid: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if not torch.cuda.is_available():
+        raise InvalidDeviceError(
+            f"device={name!r} was requested but CUDA is not available on this machine; "
+            "valid devices here: 'cpu', 'auto'"
+        )
+    return torch.device(name)
 
 
 def _builder(card: ModelCard) -> Any:

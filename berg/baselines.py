@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .errors import InvalidArgumentError, InvalidStimulusError
+from . import validation
+from .errors import InvalidStimulusError
 
 _LUMA = np.array([0.2126, 0.7152, 0.0722])
 
@@ -80,9 +81,8 @@ UNITS = "fraction of full scale (pixel value / 255), in [0, 1]"
 def check_names(names: Sequence[str]) -> tuple[str, ...]:
     """Validate baseline names; return them as a tuple."""
     names = tuple(names or ())
-    for name in names:
-        if name not in BASELINES:
-            raise InvalidArgumentError(f"baselines contains {name!r}; valid names are {sorted(BASELINES)}.")
+    for i, name in enumerate(names):
+        validation.choice(f"baselines[{i}]", name, BASELINES)
     return names
 
 

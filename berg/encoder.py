@@ -16,6 +16,7 @@ from .backbones import FeatureExtractor, build_feature_extractor, resolve_device
 from .berg_view import berg_metadata_view
 from .cards import ModelCard
 from .config import berg_version
+from . import validation
 from .errors import InvalidArgumentError
 from .readout import DEFAULT_READOUT_MB, FeatureBuffer, Readout, readout_capacity
 from .selection import Selection, resolve_selection
@@ -168,10 +169,10 @@ def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_p
         raise InvalidArgumentError(f"model={type(model).__name__} is not valid: pass an EncodingModel from "
                                    "berg.get_encoding_model")
     kind = model.card.stimulus_kind
+    batch_size = validation.integer("batch_size", batch_size, minimum=1, allow_none=True) or DEFAULT_BATCH_SIZE[kind]
+    validation.flag("return_metadata", return_metadata)
+    validation.flag("show_progress", show_progress)
     stimuli = as_stimulus_set(stimulus, kind, model.card.stimulus.n_frames)
-    batch_size = DEFAULT_BATCH_SIZE[kind] if batch_size is None else batch_size
-    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
-        raise InvalidArgumentError(f"batch_size={batch_size} is not valid: use a positive integer or None")
     if out is None:
         responses = np.empty((stimuli.n, model.n_outputs), dtype=np.float32)
     elif tuple(getattr(out, "shape", ())) != (stimuli.n, model.n_outputs):

@@ -73,16 +73,24 @@ class JobError(BergError, ValueError):
         self.row, self.field = row, field
 
 
+class InvalidDataError(InvalidArgumentError):
+    """Time-series data or analysis parameters of the wrong shape or range (:mod:`berg.analysis`)."""
+
+
+class ResumeError(InvalidArgumentError):
+    """A ``resume`` request that does not match the interrupted run's parameters."""
+
+
+class DatasetError(BergError, ValueError):
+    """A training dataset spec, or a file it names, that is malformed or inconsistent."""
+
+
+class TrainingError(BergError, ValueError):
+    """Training inputs that cannot be fitted (too few stimuli, bad options, bad arrays)."""
+
+
 class OptionalDependencyError(BergError, ImportError):
     """A feature that needs an optional extra which is not installed (the message says how to install it)."""
-
-
-def as_number(value) -> float:
-    """``float(value)``, or NaN where ``value`` is not a number, so that range checks reject it."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
 
 
 def close_matches(given: str, valid: Iterable[str], n: int = 3) -> str:

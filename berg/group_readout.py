@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import validation
 from .cards import ModelCard
 from .config import berg_version
 from .errors import InvalidSelectionError, ModelFormatError, close_matches
@@ -26,33 +26,23 @@ from .mni import (HEMISPHERES, MASK_SIGMA_MM, MASK_THRESHOLD, gaussian_weights, 
 from .readout import Readout
 from .storage.native import load_arrays, native_paths, read_subject_metadata, readout_path, require_files
 
-# the ROI names check_rois accepts; build_group_model first checks a selection against the card's group ROIs
-ROIS = ("EarlyVis", "OPA", "LOC", "RSC", "PPA")
-
-
-def check_rois(rois) -> tuple[str, ...]:
-    """Chosen ROI names in img2fmri's filling order (EarlyVis, OPA, LOC, RSC, PPA); ``None`` means all."""
+def check_rois(rois, valid: Sequence[str]) -> tuple[str, ...]:
+    """Chosen ROI names in the filling order of ``valid`` (the card's group ROIs); ``None`` means all of them."""
     if rois is None:
-        return ROIS
+        return tuple(valid)
     names = [rois] if isinstance(rois, str) else list(rois)
     for name in names:
-        if name not in ROIS:
-            raise InvalidSelectionError(f"rois contains {name!r}; valid ROI names are {', '.join(ROIS)}."
-                                        + close_matches(str(name), ROIS))
+        if name not in valid:
+            raise InvalidSelectionError(f"roi={name!r} is not valid: expected a group ROI among {', '.join(valid)}."
+                                        + close_matches(str(name), valid))
     if not names:
-        raise InvalidSelectionError(f"rois is empty; give one or more of {', '.join(ROIS)}")
-    return tuple(r for r in ROIS if r in names)
+        raise InvalidSelectionError(f"roi=[] is not valid: expected one or more of {', '.join(valid)}")
+    return tuple(r for r in valid if r in names)
 
 
 def check_sigma(sigma_mm) -> float:
     """A finite, non-negative smoothing sigma in mm."""
-    try:
-        value = float(sigma_mm)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not math.isfinite(value) or value < 0 or isinstance(sigma_mm, bool):
-        raise InvalidSelectionError(f"sigma_mm must be a finite number >= 0 (mm), got {sigma_mm!r}")
-    return value
+    return validation.positive_number("sigma_mm", sigma_mm, allow_zero=True, unit="mm")
 
 
 @dataclass
@@ -124,7 +114,7 @@ def _thresholded_smooth(flat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.ravel_multi_index(tuple(keep.T), shape)
 
 
-def group_readout(model_dir: str | Path, rois=None, sigma_mm: float = 1.0,
+def group_readout(model_dir: str | Path, rois: Sequence[str], sigma_mm: float = 1.0,
                   subjects: Sequence[int] = (1, 2, 3)) -> GroupReadout:
     """Fold img2fmri's group pipeline up to the z-scoring into one affine map per subject.
 
@@ -132,9 +122,9 @@ def group_readout(model_dir: str | Path, rois=None, sigma_mm: float = 1.0,
     ----------
     model_dir : path
         The imported model folder (see :func:`berg.storage.img2fmri.import_img2fmri`).
-    rois : str or sequence of str, optional
-        ROIs among EarlyVis, OPA, LOC, RSC, PPA (default all). They fill the subject volume, and the overlap
-        mask, in that fixed order whatever order they are given in.
+    rois : sequence of str
+        The chosen group ROIs in filling order (see :func:`check_rois`); each fills the subject volume, and the
+        overlap mask, from its left- and right-hemisphere rows.
     sigma_mm : float
         Gaussian smoothing sigma in mm (0: none). The overlap mask always uses 1 mm, as img2fmri does.
     subjects : sequence of int
@@ -143,7 +133,7 @@ def group_readout(model_dir: str | Path, rois=None, sigma_mm: float = 1.0,
     -------
     GroupReadout
     """
-    rois, sigma_mm, model_dir = check_rois(rois), check_sigma(sigma_mm), Path(model_dir)
+    rois, sigma_mm, model_dir = tuple(rois), check_sigma(sigma_mm), Path(model_dir)
     parts, masks = [], {}
     for s in subjects:
         meta = read_subject_metadata(model_dir, s)
@@ -234,11 +224,7 @@ def build_group_model(card: ModelCard, model_dir: Path, selection, sigma: float 
     if any(k != "roi" for k in selection):
         raise InvalidSelectionError(f"selection={dict(selection)!r} is not valid for subject='group': "
                                     "use {'roi': name or [names]} or None")
-    chosen = selection.get("roi", list(group_spec.rois))
-    for name in [chosen] if isinstance(chosen, str) else list(chosen):
-        if name not in group_spec.rois:
-            raise InvalidSelectionError(f"selection roi {name!r} is not a group ROI of {card.model_id!r}; valid: "
-                                        f"{', '.join(group_spec.rois)}." + close_matches(str(name), group_spec.rois))
+    chosen = check_rois(selection.get("roi"), group_spec.rois)
     group = group_readout(model_dir, rois=chosen, sigma_mm=group_spec.sigma_mm if sigma is None else sigma,
                           subjects=card.subjects)
     readout = Readout(torch.from_numpy(group.weight), torch.from_numpy(group.bias), card.backbone.feature_sizes,

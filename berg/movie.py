@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from . import baselines as _baselines
 from . import sinks
+from . import validation
 from .errors import InvalidArgumentError
 from .video import clip_plan, iter_clips, iter_frames, probe
 
@@ -206,25 +207,16 @@ def _answered(batches: Iterator[tuple[np.ndarray, object, dict]], predict_stream
         yield times, responses, {k: np.concatenate([p[1][k] for p in parts]) for k in (parts[0][1] if parts else {})}
 
 
-def _check_args(tr, n_scans, slice_time_ref, hrf, sample_rate_hz, clip_s, stride_s, batch_size) -> None:
-    def positive(name, value, allow_none=False):
-        if value is None and allow_none:
-            return
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise InvalidArgumentError(f"{name} must be a positive number; got {value!r}.")
-
-    positive("tr", tr)
-    positive("sample_rate_hz", sample_rate_hz, allow_none=True)
-    positive("clip_s", clip_s)
-    positive("stride_s", stride_s, allow_none=True)
-    if n_scans is not None and (isinstance(n_scans, bool) or not isinstance(n_scans, (int, np.integer)) or n_scans < 1):
-        raise InvalidArgumentError(f"n_scans must be an integer >= 1 or None (video duration / tr); got {n_scans!r}.")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise InvalidArgumentError(f"batch_size must be an integer >= 1 or None; got {batch_size!r}.")
-    if not isinstance(slice_time_ref, (int, float)) or not 0.0 <= slice_time_ref <= 1.0:
-        raise InvalidArgumentError(f"slice_time_ref must be a fraction of the TR in [0, 1]; got {slice_time_ref!r}.")
-    if hrf not in HRF_MODELS:
-        raise InvalidArgumentError(f"hrf={hrf!r} is not valid; valid values are 'spm', 'glover' and None.")
+def _check_args(tr, n_scans, slice_time_ref, hrf, sample_rate_hz, clip_s, stride_s, batch_size) -> tuple:
+    """The arguments of :func:`predict_movie`, in this order, checked and as python numbers."""
+    return (validation.positive_number("tr", tr, unit="s"),
+            validation.integer("n_scans", n_scans, minimum=1, allow_none=True),
+            validation.probability("slice_time_ref", slice_time_ref),
+            validation.choice("hrf", hrf, HRF_MODELS),
+            validation.positive_number("sample_rate_hz", sample_rate_hz, unit="Hz", allow_none=True),
+            validation.positive_number("clip_s", clip_s, unit="s"),
+            validation.positive_number("stride_s", stride_s, unit="s", allow_none=True),
+            validation.integer("batch_size", batch_size, minimum=1, allow_none=True))
 
 
 def _outputs(output) -> list[Path]:
@@ -281,7 +273,10 @@ def predict_movie(model, video: str | os.PathLike, tr: float, n_scans: int | Non
     -------
     MovieResult
     """
-    _check_args(tr, n_scans, slice_time_ref, hrf, sample_rate_hz, clip_s, stride_s, batch_size)
+    tr, n_scans, slice_time_ref, hrf, sample_rate_hz, clip_s, stride_s, batch_size = _check_args(
+        tr, n_scans, slice_time_ref, hrf, sample_rate_hz, clip_s, stride_s, batch_size)
+    validation.flag("resume", resume)
+    validation.flag("show_progress", show_progress)
     names = _baselines.check_names(baselines)
     paths = _outputs(output)
     if resume and not paths:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 import torch
 
-from .errors import InvalidArgumentError, as_number
+from . import validation
+from .errors import InvalidArgumentError
 
 DEFAULT_READOUT_MB = 256.0
 
@@ -131,10 +131,7 @@ def readout_capacity(readout: Readout, readout_mb: float) -> int:
 
     At least one: a single stimulus larger than the bound is read out alone.
     """
-    mb = as_number(readout_mb)
-    if isinstance(readout_mb, bool) or not math.isfinite(mb) or mb <= 0:
-        raise InvalidArgumentError(f"readout_mb={readout_mb!r} is not valid: use a positive number of MiB "
-                                   f"(default {DEFAULT_READOUT_MB:g})")
+    mb = validation.positive_number("readout_mb", readout_mb, unit="MiB")
     return max(1, int(mb * 2**20) // readout.bytes_per_stimulus)
 
 

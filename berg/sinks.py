@@ -43,8 +43,9 @@ import h5py
 import nibabel as nib
 import numpy as np
 
+from . import validation
 from ._io import atomic_path
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, ResumeError
 from .predictors import predictor_table, write_predictors
 from .spaces import to_nifti
 
@@ -57,19 +58,13 @@ _CHUNK_ROWS = 64
 _CHUNK_COLS = 1024
 
 
-class ResumeError(InvalidArgumentError):
-    """A ``resume`` request that does not match the interrupted run's parameters."""
-
-
 def output_kind(path: str | os.PathLike) -> str:
     """Output kind of a path from its extension: "nifti", "hdf5" or "tsv"."""
     name = Path(path).name.lower()
     for ext, kind in sorted(OUTPUT_KINDS.items(), key=lambda item: -len(item[0])):
         if name.endswith(ext):
             return kind
-    raise InvalidArgumentError(
-        f"output={str(path)!r} has an unknown extension; valid extensions are {', '.join(OUTPUT_KINDS)}."
-    )
+    raise validation.fail("output", str(path), f"a file extension among {', '.join(OUTPUT_KINDS)}")
 
 
 def partial_path(final: str | os.PathLike, tag: str = "") -> Path:

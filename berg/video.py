@@ -17,8 +17,9 @@ from pathlib import Path
 import av
 import numpy as np
 
+from . import validation
 from ._io import atomic_path
-from .errors import InvalidArgumentError, InvalidStimulusError, as_number
+from .errors import InvalidStimulusError
 
 _EPS = 1e-9
 
@@ -47,8 +48,8 @@ class VideoInfo:
 
 
 def _open(path: str | os.PathLike):
-    """Open ``path`` and return ``(container, video_stream)``; unreadable files raise InvalidStimulusError."""
-    path = Path(path)
+    """Open ``path`` and return ``(container, video_stream)``; missing or unreadable files raise InvalidStimulusError."""
+    path = validation.existing_path("video", path, error=InvalidStimulusError)
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError, ValueError) as exc:
@@ -141,11 +142,10 @@ def read_frames(path: str | os.PathLike, indices: Sequence[int]) -> np.ndarray:
     numpy.ndarray
         uint8, shape (len(indices), H, W, 3), RGB.
     """
-    wanted = np.asarray(indices, dtype=np.int64).reshape(-1)
-    if wanted.size == 0:
-        raise InvalidArgumentError("indices=[] selects no frame; give at least one frame index.")
-    if wanted.min() < 0:
-        raise InvalidArgumentError(f"indices must be >= 0; got {int(wanted.min())}.")
+    wanted = np.asarray(indices).reshape(-1)
+    if wanted.size == 0 or not np.issubdtype(wanted.dtype, np.integer) or wanted.min() < 0:
+        raise validation.fail("indices", indices, "a non-empty sequence of integer frame indices >= 0")
+    wanted = wanted.astype(np.int64)
     needed = set(wanted.tolist())
     found: dict[int, np.ndarray] = {}
     last = int(wanted.max())
@@ -160,14 +160,6 @@ def read_frames(path: str | os.PathLike, indices: Sequence[int]) -> np.ndarray:
             f"indices reach frame {last} but video={str(path)!r} has {index + 1} frames; valid indices are 0..{index}."
         )
     return np.stack([found[i] for i in wanted.tolist()])
-
-
-def _check_positive(name: str, value: float | None, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    number = as_number(value)
-    if not math.isfinite(number) or number <= 0:
-        raise InvalidArgumentError(f"{name} must be a positive number of seconds or Hz; got {value!r}.")
 
 
 def iter_frames(
@@ -186,16 +178,20 @@ def iter_frames(
     start_s : float
         Skip everything before this time (s); sample times stay on the ``j / rate_hz`` grid.
 
-    Yields
-    ------
-    time_s : float
-        Time stamp (s).
-    frame : numpy.ndarray
-        uint8, shape (H, W, 3), RGB.
+    Returns
+    -------
+    iterator of (time_s, frame)
+        ``time_s`` (float, s) and ``frame`` (uint8, shape (H, W, 3), RGB). Arguments are checked at the call,
+        before anything is decoded.
     """
-    _check_positive("rate_hz", rate_hz, allow_none=True)
-    if not math.isfinite(as_number(start_s)) or as_number(start_s) < 0:
-        raise InvalidArgumentError(f"start_s must be a finite number of seconds >= 0; got {start_s!r}.")
+    rate_hz = validation.positive_number("rate_hz", rate_hz, unit="Hz", allow_none=True)
+    start_s = validation.positive_number("start_s", start_s, allow_zero=True, unit="s")
+    return _sampled_frames(path, rate_hz, start_s)
+
+
+def _sampled_frames(path: str | os.PathLike, rate_hz: float | None, start_s: float
+                    ) -> Iterator[tuple[float, np.ndarray]]:
+    """The generator behind :func:`iter_frames`, on checked arguments."""
     if rate_hz is None:
         for time_s, frame in _decoded(path, start_s):
             if time_s >= start_s - _EPS:
@@ -237,10 +233,9 @@ def clip_plan(info: VideoInfo, clip_s: float, n_frames: int, stride_s: float) ->
     -------
     list of (centre_time_s, frame_indices (n_frames,) int64)
     """
-    _check_positive("clip_s", clip_s)
-    _check_positive("stride_s", stride_s)
-    if not as_number(n_frames) >= 1:
-        raise InvalidArgumentError(f"n_frames must be an integer >= 1; got {n_frames!r}.")
+    clip_s = validation.positive_number("clip_s", clip_s, unit="s")
+    stride_s = validation.positive_number("stride_s", stride_s, unit="s")
+    n_frames = validation.integer("n_frames", n_frames, minimum=1)
     if clip_s > info.duration_s + _EPS:
         raise InvalidStimulusError(
             f"clip_s={clip_s} s is longer than the video ({info.duration_s:.3f} s); give clip_s <= the video's duration."
@@ -343,12 +338,12 @@ def write_synthetic_video(
     -------
     pathlib.Path
     """
-    height, width = (int(s) for s in size)
-    if height % 2 or width % 2 or height <= 0 or width <= 0:
-        raise InvalidArgumentError(f"size must be two positive even numbers (height, width); got {size!r}.")
-    if int(n_frames) < 1:
-        raise InvalidArgumentError(f"n_frames must be >= 1; got {n_frames!r}.")
-    _check_positive("fps", fps)
+    sides = tuple(size) if isinstance(size, Sequence) and not isinstance(size, str) else ()
+    if len(sides) != 2 or not all(validation.is_integer(s) and s > 0 and s % 2 == 0 for s in sides):
+        raise validation.fail("size", size, "two positive even integers (height, width)")
+    height, width = (int(s) for s in sides)
+    n_frames = validation.integer("n_frames", n_frames, minimum=1)
+    fps = validation.positive_number("fps", fps, unit="frames/s")
     rate = Fraction(fps).limit_denominator(1001)
     path = Path(path)
     with atomic_path(path) as tmp:

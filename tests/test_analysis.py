@@ -102,5 +102,5 @@ def test_non_numeric_arguments_get_typed_errors(kwargs):
 def test_non_numeric_tr_gets_a_typed_error():
     from berg.analysis import InvalidDataError, dct_basis
 
-    with pytest.raises(InvalidDataError, match="tr and cutoff_s must be positive seconds"):
+    with pytest.raises(InvalidDataError, match=r"tr='2s' is not valid: expected a finite number > 0"):
         dct_basis(10, "2s", 128.0)

@@ -168,7 +168,10 @@ def _bad(job, row=None):
     (lambda j: j.update(outputs="x"), None, "outputs", "Valid fields: output, berg_dir, ray, rows"),
     (lambda j: _bad(j, 2).pop("tr"), 2, "tr", "films need the repetition time"),
     (lambda j: _bad(j, 1).update(selection={"roi": "lB"}), 1, "selection", "'lB' is not an ROI"),
-    (lambda j: j.update(ray={"actors": 0}), None, "ray.actors", "must be an integer >= 1"),
+    (lambda j: j.update(ray={"actors": 0}), None, "ray.actors", "ray.actors=0 is not valid: expected an integer >= 1"),
+    (lambda j: _bad(j, 1).update(batch_size=True), 1, "batch_size", "batch_size=True is not valid: expected an integer"),
+    (lambda j: _bad(j, 2).update(tr="2"), 2, "tr", r"tr='2' is not valid: expected a finite number > 0 \(s\)"),
+    (lambda j: _bad(j, 2).update(hrf="spn"), 2, "hrf", "hrf='spn' is not valid: expected one of 'spm', 'glover', 'none'"),
 ])
 def test_bad_jobs_raise_typed_errors_naming_row_and_field_before_any_work(assets, tmp_path, change, row, field,
                                                                           phrase):

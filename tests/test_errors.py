@@ -170,3 +170,16 @@ def test_damaged_readout_file(tiny_model, berg_dir):
     path.write_bytes(b"not a safetensors file")
     with pytest.raises(errors.ModelFormatError, match="cannot read model file"):
         _model(berg_dir)
+
+
+def test_every_error_class_lives_in_errors_and_derives_from_berg_error():
+    import importlib
+    import pkgutil
+
+    modules = [importlib.import_module(m.name) for m in pkgutil.walk_packages(berg.__path__, "berg.")
+               if not m.name.endswith(".__main__")]  # running a command is not importing a module
+    defined = {(cls.__module__, cls.__name__) for module in modules for cls in vars(module).values()
+               if isinstance(cls, type) and issubclass(cls, Exception) and cls.__module__.startswith("berg")}
+    assert len(modules) > 40 and ("berg.errors", "DatasetError") in defined
+    assert {module for module, _ in defined} == {"berg.errors"}
+    assert all(issubclass(getattr(errors, name), errors.BergError) for _, name in defined)

@@ -35,6 +35,6 @@ def test_bfloat16_autocast_within_tolerance(reference, berg_dir, images):
 
 
 def test_unknown_precision(tiny_model, berg_dir):
-    with pytest.raises(berg.BergError, match=r"precision='float8' is not valid; valid: float32, bfloat16, float16"):
+    with pytest.raises(berg.BergError, match=r"precision='float8' is not valid: expected one of 'float32', 'bfloat16', 'float16'"):
         berg.get_encoding_model("test-resnet18", subject=1, device="cpu", backbone_weights=None, berg_dir=berg_dir,
                                 precision="float8")

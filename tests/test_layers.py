@@ -17,8 +17,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "berg"
 
 LAYERS = [
-    ("foundation", ["berg", "berg.errors", "berg._io", "berg.config", "berg.card_registries", "berg.card_schema",
-                    "berg.cards", "berg.registry", "berg.model_cards"]),
+    ("foundation", ["berg", "berg.errors", "berg.validation", "berg._io", "berg.config", "berg.card_registries",
+                    "berg.card_schema", "berg.cards", "berg.registry", "berg.model_cards"]),
     ("storage", ["berg.storage", "berg.storage.safe_pickle", "berg.storage.native", "berg.storage.legacy_metadata",
                  "berg.storage.legacy", "berg.storage.synthetic", "berg.mni", "berg.storage.img2fmri"]),
     ("stimulus", ["berg.video", "berg.stimuli", "berg.baselines"]),
@@ -37,8 +37,9 @@ LAYERS = [
 ]
 
 # Modules that run no model: importing one alone must not load torch.
-TORCH_FREE = ["berg", "berg.errors", "berg._io", "berg.config", "berg.card_registries", "berg.card_schema",
-              "berg.cards", "berg.registry", "berg.model_cards", "berg.storage", "berg.mni", "berg.storage.img2fmri", "berg.storage.safe_pickle", "berg.storage.native", "berg.storage.legacy_metadata",
+TORCH_FREE = ["berg", "berg.errors", "berg.validation", "berg._io", "berg.config", "berg.card_registries",
+              "berg.card_schema", "berg.cards", "berg.registry", "berg.model_cards", "berg.storage", "berg.mni",
+              "berg.storage.img2fmri", "berg.storage.safe_pickle", "berg.storage.native", "berg.storage.legacy_metadata",
               "berg.storage.legacy", "berg.storage.synthetic", "berg.video", "berg.baselines", "berg.selection",
               "berg.spaces", "berg.berg_view", "berg.predictors", "berg.sinks", "berg.movie", "berg.fetch",
               "berg.api", "berg.analysis", "berg.batch", "berg.batch.job", "berg.batch.units", "berg.batch.records",

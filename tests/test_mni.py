@@ -10,7 +10,7 @@ from scipy.ndimage import gaussian_filter
 
 from _img2fmri_support import ROIS, Wheel
 from berg import group_readout, mni
-from berg.errors import InvalidSelectionError, ModelFormatError
+from berg.errors import InvalidArgumentError, InvalidSelectionError, ModelFormatError
 from berg.storage.native import read_subject_metadata
 
 MNI_SHAPE = (91, 109, 91)
@@ -70,7 +70,7 @@ def _unfolded_group(wheel, model_dir, features, rois, sigma_mm):
 @pytest.mark.parametrize("rois, sigma_mm", [(None, 1.0), (["PPA", "OPA"], 2.5)])
 def test_folded_group_output_equals_the_unfolded_five_steps(img2fmri_model_dir, img2fmri_wheel, rois, sigma_mm):
     features = np.random.default_rng(3).gamma(1.0, 0.5, size=(4, 512)).astype(np.float32)
-    group = group_readout.group_readout(img2fmri_model_dir, rois=rois, sigma_mm=sigma_mm)
+    group = group_readout.group_readout(img2fmri_model_dir, rois=rois or ROIS, sigma_mm=sigma_mm)
     y = torch.from_numpy(features) @ torch.from_numpy(group.weight).T + torch.from_numpy(group.bias)
     ours = group_readout.group_zscore(y, group.segments).numpy()
     expected, overlap = _unfolded_group(Wheel(img2fmri_wheel), img2fmri_model_dir, features,
@@ -83,7 +83,7 @@ def test_folded_group_output_equals_the_unfolded_five_steps(img2fmri_model_dir, 
 
 
 def test_overlap_has_9641_voxels_and_roi_members(img2fmri_model_dir, img2fmri_wheel):
-    group = group_readout.group_readout(img2fmri_model_dir)
+    group = group_readout.group_readout(img2fmri_model_dir, ROIS)
     assert group.voxel_ijk.shape == (9641, 3)
     np.testing.assert_array_equal(group.segments, [0, 9641, 2 * 9641, 3 * 9641])
     assert group.weight.shape == (3 * 9641, 512) and group.weight.dtype == np.float32
@@ -139,13 +139,14 @@ def test_group_zscore_matches_scipy_and_checks_segments():
 
 def test_bad_rois_and_sigma_are_rejected(img2fmri_model_dir):
     with pytest.raises(InvalidSelectionError, match="PPA"):
-        group_readout.group_readout(img2fmri_model_dir, rois=["PAA"])
-    with pytest.raises(InvalidSelectionError, match="empty"):
-        group_readout.check_rois([])
+        group_readout.check_rois(["PAA"], ROIS)
+    with pytest.raises(InvalidSelectionError, match="one or more"):
+        group_readout.check_rois([], ROIS)
     for bad in (-1.0, float("nan"), "wide", True):
-        with pytest.raises(InvalidSelectionError, match="sigma_mm"):
+        with pytest.raises(InvalidArgumentError, match="sigma_mm"):
             group_readout.check_sigma(bad)
-    assert group_readout.check_rois(["PPA", "EarlyVis"]) == ("EarlyVis", "PPA")
+    assert group_readout.check_rois(["PPA", "EarlyVis"], ROIS) == ("EarlyVis", "PPA")
+    assert group_readout.check_rois("LOC", ("LOC", "OPA")) == ("LOC",)  # the card's ROIs decide, not a fixed list
 
 
 def test_the_importer_and_the_warp_load_without_torch():

@@ -65,7 +65,7 @@ def test_capacity_follows_the_bound():
 @pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf"), "big", True, None])
 def test_bad_readout_mb(tiny_model, berg_dir, images, value):
     model = berg.get_encoding_model("test-resnet18", subject=1, device="cpu", backbone_weights=None, berg_dir=berg_dir)
-    with pytest.raises(berg.BergError, match=rf"readout_mb={value!r} is not valid: use a positive number of MiB"):
+    with pytest.raises(berg.BergError, match=rf"readout_mb={value!r} is not valid: expected a finite number > 0 \(MiB\)"):
         berg.encode(model, images[:1], readout_mb=value)
 
 

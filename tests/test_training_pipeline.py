@@ -62,17 +62,17 @@ def test_test_stimuli_without_repeats(tmp_path):
 def test_missing_file_and_bad_options(feature_spec, tmp_path):
     spec, _ = feature_spec
     _edit(spec, nan_policy="ignore")
-    _fails(spec, tmp_path / "berg", DatasetError, "'nan_policy' is 'ignore'; valid: raise, drop, zero")
+    _fails(spec, tmp_path / "berg", DatasetError, "nan_policy='ignore' is not valid: expected one of 'raise', 'drop', 'zero'")
     _edit(spec, nan_policy="raise", trials="nope.tsv")
     _fails(spec, tmp_path / "berg", MissingFilesError, "'nope.tsv' does not exist")
 
 
 @pytest.mark.parametrize("changes, phrase", [
-    ({"fit": {"n_folds": "five"}}, "'fit.n_folds' is 'five'; valid: an integer"),
+    ({"fit": {"n_folds": "five"}}, "fit.n_folds='five' is not valid: expected an integer >= 2"),
     ({"fit": {"alphas": ["a", 1.0]}}, r"'fit.alphas' is \['a', 1.0\]; valid: a list of positive numbers"),
     ({"fit": [1, 2]}, r"'fit' is \[1, 2\]; valid: a mapping"),
     ({"stimuli": "stimuli.npy"}, "'stimuli' is 'stimuli.npy'; valid: a mapping"),
-    ({"subject": "one"}, "'subject' is 'one'; valid: an integer"),
+    ({"subject": "one"}, "subject='one' is not valid: expected an integer"),
     ({"rois": ["roi-signal.nii.gz"]}, "'rois' is \\['roi-signal.nii.gz'\\]; valid: a mapping"),
     ({"grid": {"shape": [91, 109], "affine": np.eye(4).tolist()}}, "'grid' is .*; valid: shape \\(3 integers\\)"),
     ({"grid": {"shape": [91, 109, 91], "affine": "eye"}}, "'grid' is .*; valid: shape .* and affine \\(4 x 4"),

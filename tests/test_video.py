@@ -86,12 +86,12 @@ def test_clip_longer_than_the_video_is_refused(ramp):
 @pytest.mark.parametrize("kwargs, name", [({"rate_hz": "fast"}, "rate_hz"), ({"start_s": None}, "start_s"),
                                           ({"rate_hz": [2]}, "rate_hz")])
 def test_non_numeric_times_are_refused(ramp, kwargs, name):
-    with pytest.raises(InvalidArgumentError, match=f"{name} must be"):
+    with pytest.raises(InvalidArgumentError, match=f"{name}=.* is not valid: expected a finite number"):
         list(iter_frames(ramp, **kwargs))
 
 
 def test_non_numeric_clip_frames_are_refused(ramp):
-    with pytest.raises(InvalidArgumentError, match="n_frames must be an integer >= 1; got 'many'"):
+    with pytest.raises(InvalidArgumentError, match="n_frames='many' is not valid: expected an integer >= 1"):
         clip_plan(probe(ramp), 1.0, "many", 1.0)
 
 

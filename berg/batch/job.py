@@ -26,15 +26,17 @@ every row); ``subjects`` and ``roi`` take comma-separated lists; an empty cell i
 from __future__ import annotations
 
 import csv
-import math
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..errors import JobError, close_matches
+from .. import validation
+from ..api import PRECISIONS
+from ..errors import InvalidArgumentError, JobError, close_matches
 from ..registry import get_card
 
 ROW_DEFAULTS: dict[str, Any] = {
@@ -47,7 +49,6 @@ ROW_FIELDS = tuple(ROW_DEFAULTS)
 JOB_FIELDS = ("output", "berg_dir", "ray", "rows")
 RAY_FIELDS = {"actors": 1, "num_gpus": 0.0, "cpus_per_actor": 1.0, "cpus_per_decode": 1.0, "decode_tasks": 0,
               "max_retries": 3}
-PRECISIONS = ("float32", "bfloat16", "float16")
 HRFS = ("spm", "glover", "none")
 _TSV_LISTS = ("subjects", "roi")
 
@@ -173,12 +174,13 @@ def ray_settings(given, source: str = "job") -> dict:
         raise _unknown(source, None, given, RAY_FIELDS)
     settings = {**RAY_FIELDS, **{k: v for k, v in given.items() if v is not None}}
     for key, value in settings.items():
-        whole = key in ("actors", "max_retries", "decode_tasks")
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and (
-            value >= 1 if key == "actors" else value >= 0) and (not whole or int(value) == value)
-        if not ok:
-            kind = "an integer" if whole else "a number"
-            raise fail(source, None, f"ray.{key}", f"must be {kind} >= {1 if key == 'actors' else 0}; got {value!r}")
+        try:
+            if key in ("actors", "max_retries", "decode_tasks"):
+                validation.integer(f"ray.{key}", value, minimum=1 if key == "actors" else 0)
+            else:
+                validation.positive_number(f"ray.{key}", value, allow_zero=True)
+        except InvalidArgumentError as exc:
+            raise fail(source, None, f"ray.{key}", str(exc)) from None
     return settings
 
 
@@ -205,12 +207,8 @@ def _row(raw, index: int, source: str, base: Path, berg_dir: Path | None) -> Row
     subjects = _subjects(row["subjects"], card, bad)
     selection = _selection(row, card, bad)
     for name, valid in (("precision", PRECISIONS), ("hrf", HRFS)):
-        if row[name] not in valid:
-            raise bad(name, f"{row[name]!r} is not valid; valid: {', '.join(valid)}")
-    device = row["device"]
-    if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda") or
-                                           (device.startswith("cuda:") and device[5:].isdigit())):
-        raise bad("device", f"{device!r} is not valid; valid: auto, cpu, cuda, cuda:N")
+        _checked(bad, name, partial(validation.choice, valid=valid), row[name])
+    _checked(bad, "device", partial(validation.device_name, error=InvalidArgumentError), row["device"])
     weights = row["backbone_weights"]
     if not isinstance(weights, str):
         raise bad("backbone_weights", f"must be 'default', 'untrained' or a file path; got {weights!r}")
@@ -263,20 +261,27 @@ def _selection(row: dict, card, bad) -> dict | None:
     return {"roi": names[0] if len(names) == 1 else names}
 
 
+_NUMBER_CHECKS = {
+    "shard_size": partial(validation.integer, minimum=1),
+    "batch_size": partial(validation.integer, minimum=1),
+    "n_scans": partial(validation.integer, minimum=1),
+    "tr": partial(validation.positive_number, unit="s"),
+    "slice_time_ref": validation.probability,
+    "sample_rate_hz": partial(validation.positive_number, allow_zero=True, unit="Hz"),  # 0: every frame
+    "clip_s": partial(validation.positive_number, unit="s"),
+    "stride_s": partial(validation.positive_number, unit="s"),
+}
+
+
+def _checked(bad, name: str, check, value) -> None:
+    """Run a :mod:`berg.validation` check on a row field; its refusal becomes a :class:`JobError` for the row."""
+    try:
+        check(name, value)
+    except InvalidArgumentError as exc:
+        raise bad(name, str(exc)) from None
+
+
 def _numbers(row: dict, bad) -> None:
-    # name: (integer, lowest valid value, lowest value allowed itself, highest)
-    rules = {"shard_size": (True, 1, True, None), "batch_size": (True, 1, True, None), "tr": (False, 0, False, None),
-             "n_scans": (True, 1, True, None), "slice_time_ref": (False, 0, True, 1),
-             "sample_rate_hz": (False, 0, True, None), "clip_s": (False, 0, False, None),
-             "stride_s": (False, 0, False, None)}
-    for name, (integer, low, closed, high) in rules.items():
-        value = row[name]
-        if value is None and ROW_DEFAULTS[name] is None:
-            continue
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and (
-            value >= low if closed else value > low) and (high is None or value <= high) and (
-            not integer or int(value) == value)
-        if not ok:
-            what = f"{'an integer' if integer else 'a number'} {'>=' if closed else '>'} {low}" + (
-                f" and <= {high}" if high is not None else "")
-            raise bad(name, f"must be {what}; got {value!r}")
+    for name, check in _NUMBER_CHECKS.items():
+        if row[name] is not None or ROW_DEFAULTS[name] is not None:
+            _checked(bad, name, check, row[name])

@@ -5,9 +5,10 @@ Modules: :mod:`.dataset` (dataset specs), :mod:`.synthetic` (data of known accur
 (cached backbone features), :mod:`.package` (native files + card), :mod:`.report`, :mod:`.train`.
 """
 
-from .dataset import DatasetError, load_dataset
+from ..errors import DatasetError, TrainingError
+from .dataset import load_dataset
 from .metrics import noise_ceiling, accuracy_metrics
-from .ridge import TrainingError, fit_projection, fit_ridge_cv
+from .ridge import fit_projection, fit_ridge_cv
 from .synthetic import SyntheticData, make_synthetic, write_dataset
 from .train import TrainResult, train
 

@@ -36,14 +36,11 @@ import nibabel as nib
 import numpy as np
 import yaml
 
-from ..errors import BergError, MissingFilesError, close_matches
+from .. import validation
+from ..errors import DatasetError, MissingFilesError, close_matches
 
 NAN_POLICIES = ("raise", "drop", "zero")
 STIMULUS_KINDS = ("array", "images", "videos", "features")
-
-
-class DatasetError(BergError, ValueError):
-    """A dataset spec, or a file it names, that is malformed or inconsistent."""
 
 
 @dataclass
@@ -101,13 +98,6 @@ def _id_list(base: Path, value, field_name: str) -> list[str]:
     return [line.strip() for line in _file(base, value, field_name).read_text().splitlines() if line.strip()]
 
 
-def _integer(value, field_name: str) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise DatasetError(f"dataset spec field {field_name!r} is {value!r}; valid: an integer") from None
-
-
 def load_spec(path: str | Path) -> dict[str, Any]:
     """Read a spec YAML and check its fields (not yet the files)."""
     path = Path(path)
@@ -126,17 +116,13 @@ def load_spec(path: str | Path) -> dict[str, Any]:
                        "fit": fit, "grid": spec.get("grid") or {}, "rois": spec.get("rois") or {}}.items():
         if not isinstance(value, dict):
             raise DatasetError(f"dataset spec field {key!r} is {value!r}; valid: a mapping of fields")
-    kind = spec["stimuli"].get("kind")
-    if kind not in STIMULUS_KINDS:
-        raise DatasetError(f"dataset spec field 'stimuli.kind' is {kind!r}; valid: {', '.join(STIMULUS_KINDS)}")
-    policy = spec.setdefault("nan_policy", "raise")
-    if policy not in NAN_POLICIES:
-        raise DatasetError(f"dataset spec field 'nan_policy' is {policy!r}; valid: {', '.join(NAN_POLICIES)}")
+    validation.choice("stimuli.kind", spec["stimuli"].get("kind"), STIMULUS_KINDS, error=DatasetError)
+    validation.choice("nan_policy", spec.setdefault("nan_policy", "raise"), NAN_POLICIES, error=DatasetError)
     spec.setdefault("noise_ceiling", True)
-    _integer(spec.setdefault("subject", 1), "subject")
-    for key in ("n_components", "n_folds", "batch_size"):
+    validation.integer("subject", spec.setdefault("subject", 1), error=DatasetError)
+    for key, minimum in (("n_components", 1), ("n_folds", 2), ("batch_size", 1)):
         if key in fit:
-            _integer(fit[key], f"fit.{key}")
+            validation.integer(f"fit.{key}", fit[key], minimum=minimum, error=DatasetError)
     if "alphas" in fit:
         try:
             np.asarray(fit["alphas"], dtype=np.float64)

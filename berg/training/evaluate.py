@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import DatasetError, load_dataset
+from ..errors import DatasetError
+from .dataset import load_dataset
 from .metrics import accuracy_metrics, averaged_responses, noise_ceiling
 from .report import summarize
 from .train import dataset_features, template_card

@@ -17,9 +17,9 @@ import torch
 
 from ..backbones import build_feature_extractor
 from ..cards import ModelCard
+from ..errors import DatasetError
 from ..storage.native import load_arrays, save_arrays
 from ..stimuli import as_stimulus_set
-from .dataset import DatasetError
 
 
 def backbone_key(card: ModelCard, weights_identity: dict) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ridge import TrainingError
+from ..errors import TrainingError
 
 #: Units of every accuracy array, as written into model metadata.
 ACCURACY_UNITS = {

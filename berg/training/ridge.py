@@ -19,13 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import BergError
+from ..errors import TrainingError
 
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-1, 6, 15))
-
-
-class TrainingError(BergError, ValueError):
-    """Training inputs that cannot be fitted (too few stimuli, bad options, bad arrays)."""
 
 
 @dataclass

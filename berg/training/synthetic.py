@@ -19,7 +19,8 @@ import numpy as np
 import yaml
 
 from .._io import atomic_path
-from .ridge import TrainingError
+from .. import validation
+from ..errors import TrainingError
 
 #: MNI152 2 mm grid (91 x 109 x 91), the grid written by :func:`write_dataset`.
 MNI_SHAPE = (91, 109, 91)
@@ -111,8 +112,7 @@ def make_synthetic(n_train: int = 400, n_test: int = 200, n_features: int = 20, 
         ``None``: the map reads every feature.
     seed : int
     """
-    if not 0 <= noise_fraction <= 1:
-        raise TrainingError(f"noise_fraction={noise_fraction!r} is not valid: use a number from 0 to 1")
+    noise_fraction = validation.probability("noise_fraction", noise_fraction, error=TrainingError)
     rng = np.random.default_rng(seed)
     n_stim = n_train + n_test
     if features is None:

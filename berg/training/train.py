@@ -12,9 +12,10 @@ import torch
 
 from ..cards import ModelCard, feature_sizes, load_card, validate_card
 from ..config import default_berg_dir
+from ..errors import DatasetError
 from ..readout import Readout, fold_scaler_projection
 from ..registry import get_card
-from .dataset import Dataset, DatasetError, load_dataset
+from .dataset import Dataset, load_dataset
 from .features import extract_features
 from .metrics import ACCURACY_UNITS, accuracy_metrics, averaged_responses, noise_ceiling
 from .package import trained_card, write_model
