@@ -121,6 +121,21 @@ def test_to_json_holds_the_scalars(subject_metadata):
     assert written["roi_names"] == list(meta["roi_columns"]) and "voxel_ijk" not in written
 
 
+def test_written_columns_carry_the_contract(model, tmp_path):
+    import json
+
+    import h5py
+
+    from berg.sinks import write_columns
+
+    meta = model.metadata
+    with h5py.File(tmp_path / "columns.h5", "w") as h5:
+        write_columns(h5, meta)
+        assert json.loads(h5.attrs["space"]) == meta["space"] == {"kind": "subject", "template": "MNI152"}
+        np.testing.assert_array_equal(h5["voxel_ijk"][()], meta["voxel_ijk"])
+        assert set(h5["roi_columns"]) == set(meta["roi_columns"])
+
+
 def test_forward_and_to_agree_with_predict(model, images):
     assert isinstance(model, torch.nn.Module)
     want = model.predict(images)
