@@ -18,7 +18,7 @@ __version__ = berg_version()
 _PUBLIC = {
     "BERG": "api", "describe": "api", "get_encoding_model": "api", "get_model_catalog": "api",
     "get_model_metadata": "api", "list_models": "api", "EncodingModel": "encoder", "encode": "encoder",
-    "download": "fetch", "MovieResult": "movie", "predict_movie": "movie", "to_nifti": "spaces",
+    "download": "fetch", "ModelMetadata": "metadata", "MovieResult": "movie", "predict_movie": "movie", "to_nifti": "spaces",
 }
 
 __all__ = sorted([*_PUBLIC, "BergError", "default_berg_dir", "__version__"])

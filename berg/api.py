@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import registry, validation
-from .berg_view import berg_metadata_view
 from .cards import ModelCard
 from .config import default_berg_dir
 from .errors import InvalidArgumentError
 from .fetch import download, ensure_model_files
-from .selection import check_selection
+from .metadata import ModelMetadata, column_fields
+from .selection import check_selection, resolve_selection
 from .storage.native import metadata_paths, read_subject_metadata
 
 if TYPE_CHECKING:  # torch loads with the first model, not with the API
@@ -25,12 +25,13 @@ def _dir(berg_dir) -> Path:
     return Path(berg_dir).expanduser() if berg_dir is not None else default_berg_dir()
 
 
-def list_models(berg_dir: str | os.PathLike | None = None) -> list[str]:
+def list_models(*, berg_dir: str | os.PathLike | None = None) -> list[str]:
     """Ids of every model in the zoo."""
     return list(registry.available_cards(_dir(berg_dir)))
 
 
-def get_model_catalog(print_format: bool = False, berg_dir: str | os.PathLike | None = None) -> dict[str, dict]:
+def get_model_catalog(*, print_format: bool = False, berg_dir: str | os.PathLike | None = None
+                      ) -> dict[str, dict]:
     """A summary of every model; with ``print_format=True`` it is also printed as a table."""
     entries = registry.catalog(_dir(berg_dir))
     if print_format:
@@ -38,7 +39,7 @@ def get_model_catalog(print_format: bool = False, berg_dir: str | os.PathLike | 
     return entries
 
 
-def describe(model_id: str, berg_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def describe(model_id: str, *, berg_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """The model card of ``model_id`` as a dict."""
     return registry.get_card(model_id, _dir(berg_dir)).to_dict()
 
@@ -55,28 +56,29 @@ def _checked_request(model_id: str, subject, selection, berg_dir: Path) -> tuple
     return card, subject
 
 
-def _check_options(subject, device, sigma, precision, **flags) -> None:
+def _check_options(subject, device, sigma_mm, precision, **flags) -> None:
     """The loading options of :func:`get_encoding_model`, checked before anything is fetched."""
     validation.device_name("device", device)
     validation.choice("precision", precision, PRECISIONS)
-    validation.positive_number("sigma", sigma, allow_zero=True, unit="mm", allow_none=True)
-    if sigma is not None and subject != "group":
-        raise InvalidArgumentError(f"sigma={sigma!r} is not valid for subject={subject!r}: "
-                                   "expected None (sigma applies to subject='group' only).")
+    validation.positive_number("sigma_mm", sigma_mm, allow_zero=True, unit="mm", allow_none=True)
+    if sigma_mm is not None and subject != "group":
+        raise InvalidArgumentError(f"sigma_mm={sigma_mm!r} is not valid for subject={subject!r}: "
+                                   "expected None (sigma_mm applies to subject='group' only).")
     for name, value in flags.items():
         validation.flag(name, value)
 
 
-def get_model_metadata(model_id: str, subject: int | str, berg_dir: str | os.PathLike | None = None
-                       ) -> dict[str, Any]:
-    """A subject's model metadata (voxel grid, ROIs, accuracy) without building the backbone.
+def get_model_metadata(model_id: str, *, subject: int | str, berg_dir: str | os.PathLike | None = None
+                       ) -> ModelMetadata:
+    """A subject's whole-brain model metadata (voxel grid, ROIs, accuracy) without building the backbone.
 
     Returns
     -------
-    dict
-        berg's metadata: the metadata JSON's fields plus ``voxel_ijk`` (n_voxels, 3), ``rois`` {name: voxel
-        indices} and ``accuracy`` {name: (n_voxels,) fraction}; and BERG's nested view, ``fmri`` and
-        ``encoding_models``, with BERG's values and units (see :mod:`berg.berg_view`).
+    ModelMetadata
+        The contract :func:`encode` returns for the whole brain (``backbone`` is None): ``voxel_ijk``
+        (n_voxels, 3), ``roi_columns`` {name: columns}, ``accuracy`` {name: (n_voxels,) fraction} …; and BERG's
+        nested view, ``meta["fmri"]`` and ``meta["encoding_models"]``, with BERG's values and units (see
+        :mod:`berg.berg_view`).
     """
     from .storage.native import require_files
 
@@ -86,18 +88,13 @@ def get_model_metadata(model_id: str, subject: int | str, berg_dir: str | os.Pat
     model_dir = berg_dir / card.folder
     require_files(list(metadata_paths(model_dir, subject)), card, subject)
     meta = read_subject_metadata(model_dir, subject)
-    view = berg_metadata_view(meta)
-    info = dict(meta.info)
-    info["voxel_ijk"] = meta.voxel_ijk
-    info["rois"] = {name: columns.copy() for name, columns in view["fmri"]["rois"].items()}  # the same columns
-    info["accuracy"] = meta.accuracy()
-    info.update(view)
-    return info
+    whole_brain = resolve_selection(None, meta, has_whole_brain=True)
+    return ModelMetadata.build(**column_fields(card, subject, meta, whole_brain), card_space=card.data["space"])
 
 
 def get_encoding_model(model_id: str, *, subject: int | str, selection: dict | None = None, device: str = "auto",
                        backbone_weights: str | os.PathLike | None = "default", verify_hash: bool = True,
-                       berg_dir: str | os.PathLike | None = None, sigma: float | None = None,
+                       berg_dir: str | os.PathLike | None = None, sigma_mm: float | None = None,
                        precision: str = "float32", channels_last: bool = False, compile: bool = False
                        ) -> EncodingModel:
     """Load one subject's encoding model.
@@ -124,7 +121,7 @@ def get_encoding_model(model_id: str, *, subject: int | str, selection: dict | N
         Check a weights file against the published hash.
     berg_dir : path, optional
         Root of the model files (default :func:`default_berg_dir`).
-    sigma : float, optional
+    sigma_mm : float, optional
         For ``subject="group"`` only: Gaussian smoothing sigma in mm on the MNI grid (default 1, as img2fmri).
     precision : {"float32", "bfloat16", "float16"}
         Autocast dtype of the backbone (the readout stays float32). bfloat16 is for GPUs; measured relative error
@@ -138,11 +135,12 @@ def get_encoding_model(model_id: str, *, subject: int | str, selection: dict | N
 
     berg_dir = _dir(berg_dir)
     card, subject = _checked_request(model_id, subject, selection, berg_dir)
-    _check_options(subject, device, sigma, precision, verify_hash=verify_hash, channels_last=channels_last,
+    _check_options(subject, device, sigma_mm, precision, verify_hash=verify_hash, channels_last=channels_last,
                    compile=compile)
     ensure_model_files(card, berg_dir, subject)
-    return load_encoding_model(card, berg_dir, subject, selection, device, backbone_weights, verify_hash,
-                               sigma, precision, channels_last, compile)
+    return load_encoding_model(card, berg_dir, subject, selection=selection, device=device,
+                               backbone_weights=backbone_weights, verify_hash=verify_hash, sigma_mm=sigma_mm,
+                               precision=precision, channels_last=channels_last, compile=compile)
 
 
 class BERG:
@@ -164,16 +162,16 @@ class BERG:
         return f"BERG(berg_dir={str(self.berg_dir)!r})"
 
     def list_models(self) -> list[str]:
-        return list_models(self.berg_dir)
+        return list_models(berg_dir=self.berg_dir)
 
-    def get_model_catalog(self, print_format: bool = False) -> dict[str, dict]:
-        return get_model_catalog(print_format, self.berg_dir)
+    def get_model_catalog(self, *, print_format: bool = False) -> dict[str, dict]:
+        return get_model_catalog(print_format=print_format, berg_dir=self.berg_dir)
 
     def describe(self, model_id: str) -> dict[str, Any]:
-        return describe(model_id, self.berg_dir)
+        return describe(model_id, berg_dir=self.berg_dir)
 
-    def get_model_metadata(self, model_id: str, subject: int | str) -> dict[str, Any]:
-        return get_model_metadata(model_id, subject, self.berg_dir)
+    def get_model_metadata(self, model_id: str, *, subject: int | str) -> ModelMetadata:
+        return get_model_metadata(model_id, subject=subject, berg_dir=self.berg_dir)
 
     def get_encoding_model(self, model_id: str, *, subject: int | str, selection: dict | None = None,
                            device: str = "auto", **options) -> EncodingModel:
@@ -184,19 +182,18 @@ class BERG:
         return download(model_id, subjects, self.berg_dir, **options)
 
     @staticmethod
-    def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_progress: bool = True,
-               **options):
+    def encode(model: EncodingModel, stimulus, **options):
         """:func:`berg.encode`: in-silico responses of ``model`` to ``stimulus``."""
         from .encoder import encode
 
-        return encode(model, stimulus, return_metadata, show_progress, **options)
+        return encode(model, stimulus, **options)
 
     @staticmethod
-    def predict_movie(model: EncodingModel, video, tr: float, **options):
+    def predict_movie(model: EncodingModel, video, *, tr: float, **options):
         """:func:`berg.predict_movie`: predicted BOLD of a film at the scanner's TR."""
         from .movie import predict_movie
 
-        return predict_movie(model, video, tr, **options)
+        return predict_movie(model, video, tr=tr, **options)
 
     @staticmethod
     def to_nifti(responses, metadata):

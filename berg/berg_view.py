@@ -1,7 +1,8 @@
 """BERG's nested metadata dict, as a view of berg's subject metadata (for code written against BERG).
 
-BERG returns ``{"fmri": {...}, "encoding_models": {...}}``. berg stores one metadata contract
-(:class:`~berg.storage.native.SubjectMetadata`) and builds this view from it on request, with BERG's values and
+BERG returns ``{"fmri": {...}, "encoding_models": {...}}``. berg's metadata contract
+(:class:`~berg.metadata.ModelMetadata`) keeps the subject's stored metadata
+(:class:`~berg.storage.native.SubjectMetadata`) and builds this view from it on access, with BERG's values and
 units:
 
 - ``fmri.sub_mask`` (X, Y, Z) bool: the subject's voxels; the model's response columns are these voxels in C order.
@@ -10,7 +11,8 @@ units:
 - ``encoding_models`` {name: (n_voxels,) float}: noise ceilings in percent, as BERG stores them; correlation and r²
   as fractions; ``explained_variance`` as BERG computes it, ``100 * r2 / noise_ceiling_percent`` capped at 100 with
   a zero noise ceiling replaced by 1e-14 (so, despite its percent cap, a fraction where r² is below the ceiling).
-  berg's own ``accuracy`` keeps every value as a fraction, with its explained variance capped at 1.
+  berg's own ``accuracy`` keeps every value as a fraction, with its explained variance capped at 1. Fitting
+  hyper-parameters (``alpha``) are not accuracy and are left out.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .metadata import split_accuracy
 from .storage.native import SubjectMetadata
 
 #: Accuracy names that hold a noise ceiling (stored by berg as a fraction; BERG's view gives percent).
@@ -58,4 +61,4 @@ def berg_metadata_view(meta: SubjectMetadata) -> dict[str, Any]:
     if "group_mask_ijk" in meta.arrays:
         fmri["group_mask"] = _mask(meta.arrays["group_mask_ijk"], shape)
         fmri["group_mask_affine"] = _affine(meta.info.get("group_affine", meta.info.get("affine")))
-    return {"fmri": fmri, "encoding_models": _encoding_models(meta.accuracy())}
+    return {"fmri": fmri, "encoding_models": _encoding_models(split_accuracy(meta.accuracy())[0])}

@@ -97,6 +97,10 @@ class SpaceSpec:
         """The template's name when there is one, else the kind."""
         return self.template or self.kind
 
+    def as_dict(self) -> dict[str, Any]:
+        """``{"kind", "template"}``, the card's part of the metadata's ``space``."""
+        return {"kind": self.kind, "template": self.template}
+
 
 @dataclass(frozen=True)
 class GroupSpec:

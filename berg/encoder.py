@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import copy
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -13,103 +12,115 @@ import torch
 from tqdm.auto import tqdm
 
 from .backbones import FeatureExtractor, build_feature_extractor, resolve_device
-from .berg_view import berg_metadata_view
 from .cards import ModelCard
-from .config import berg_version
 from . import validation
 from .errors import InvalidArgumentError
+from .metadata import ModelMetadata, column_fields
 from .readout import DEFAULT_READOUT_MB, FeatureBuffer, Readout, readout_capacity
 from .selection import Selection, resolve_selection
 from .stimuli import Batch, as_stimulus_set
-from .storage.native import (SubjectMetadata, load_arrays, load_tensors, native_paths, projection_path,
-                             read_subject_metadata, readout_path, require_files)
+from .storage.native import (load_arrays, load_tensors, native_paths, projection_path, read_subject_metadata,
+                             readout_path, require_files)
 
 DEFAULT_BATCH_SIZE = {"image": 32, "video": 2}
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class EncodingModel:
-    """One subject's encoder: feature extractor, readout and selection on one device.
+class EncodingModel(torch.nn.Module):
+    """One subject's encoder: feature extractor and readout (submodules), and the metadata of its columns.
 
-    Built by :func:`berg.get_encoding_model`; use it with :func:`berg.encode`.
+    Built by :func:`berg.get_encoding_model`; use it with :func:`berg.encode`, or call :meth:`predict` on a batch.
+    ``.to(device)`` moves the backbone and the readout; the model then prepares and predicts on that device.
 
     Attributes
     ----------
     card : ModelCard
     subject : int or "group"
-    device : torch.device
     extractor : FeatureExtractor
     readout : Readout
-    metadata : dict
-        Per output column: ``voxel_ijk`` (n_outputs, 3), ``roi_columns`` {roi: columns}, ``accuracy``
-        {name: (n_outputs,)}; and ``model_id``, ``subject``, ``selection``, ``n_voxels``, ``volume_shape``,
-        ``affine``, ``fill_value``, ``backbone``, ``units``, ``berg_version``.
     """
 
     def __init__(self, card: ModelCard, subject: int | str, extractor: FeatureExtractor, readout: Readout,
-                 metadata: dict[str, Any], device: torch.device, precision: str = "float32"):
-        self.card, self.subject, self.extractor, self.readout = card, subject, extractor, readout
-        self.metadata, self.device = metadata, device
+                 metadata: ModelMetadata, precision: str = "float32"):
+        super().__init__()
+        self.card, self.subject = card, subject
+        self.extractor, self.readout = extractor, readout
+        self._metadata = metadata
         self.autocast_dtype = PRECISIONS[precision]
+        self.eval()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the readout (and the backbone) live."""
+        return self.readout.bias.device
+
+    @property
+    def metadata(self) -> ModelMetadata:
+        """A copy of the :class:`~berg.metadata.ModelMetadata` of the output columns."""
+        return self._metadata.copy()
 
     @property
     def n_outputs(self) -> int:
         """Number of output columns (voxels or vertices)."""
-        return int(self.metadata["voxel_ijk"].shape[0])
+        return self._metadata.n_voxels
+
+    @property
+    def stimulus_kind(self) -> str:
+        """``"image"`` or ``"video"``."""
+        return self.card.stimulus_kind
+
+    @property
+    def n_frames(self) -> int | None:
+        """Frames per clip for video models, else None."""
+        return self.card.data["stimulus"].get("n_frames")
 
     def __repr__(self) -> str:
         return (f"EncodingModel({self.card.model_id!r}, subject={self.subject!r}, n_outputs={self.n_outputs}, "
-                f"device={str(self.device)!r}, backbone_weights={self.metadata['backbone']['weights']!r})")
+                f"device={str(self.device)!r}, backbone_weights={self._metadata.backbone['weights']!r})")
 
-    def _to_device(self, batch: Batch) -> Batch:
-        if self.device.type == "cpu":
-            return batch
-        if isinstance(batch, list):
-            return [b.pin_memory().to(self.device, non_blocking=True) for b in batch]
-        return batch.pin_memory().to(self.device, non_blocking=True)
+    def forward(self, prepared: torch.Tensor) -> torch.Tensor:
+        """Responses (B, n_outputs) float32 on the model's device for preprocessed inputs on that device.
 
-    def prepare_batch(self, batch: Batch) -> torch.Tensor:
-        """Preprocess a loaded batch into the backbone's input, on the CPU when the model is, else on its device."""
-        return self.extractor.prepare(self._to_device(batch))
+        ``prepared`` is the backbone's input, (B, 3, h, w) or (B, 3, T, h, w) float32, as
+        :meth:`FeatureExtractor.prepare` makes it. The backbone runs in the model's precision, the readout in
+        float32.
+        """
+        return self.readout(self._features(prepared))
 
-    @property
-    def _prepares_on_host(self) -> bool:
-        return self.device.type == "cpu"
+    def _features(self, prepared: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            return self.extractor.extract(prepared, prepared=True)
 
-    def stage_batch(self, batch: Batch) -> Batch:
-        """The part of the work a producer thread may do ahead: preprocessing on the CPU (nothing for GPUs)."""
-        if not self._prepares_on_host:
+    def _stage_loaded(self, batch: Batch) -> Batch:
+        """Preprocess a loaded batch when the model is on the CPU (a producer thread does it ahead)."""
+        if self.device.type != "cpu":
             return batch
         with torch.inference_mode():
-            return self.prepare_batch(batch)
+            return self.extractor.prepare(batch)
 
-    def prepare_stimuli(self, batch) -> Batch:
-        """Validate one batch given in any accepted stimulus form and stage it (see :meth:`predict_prepared`)."""
-        stimuli = as_stimulus_set(batch, self.card.stimulus_kind, self.card.stimulus.n_frames)
-        return self.stage_batch(stimuli.load(0, stimuli.n))
+    def _prepared(self, staged: Batch) -> torch.Tensor:
+        if self.device.type == "cpu":
+            return staged
+        if isinstance(staged, list):
+            return self.extractor.prepare([b.pin_memory().to(self.device, non_blocking=True) for b in staged])
+        return self.extractor.prepare(staged.pin_memory().to(self.device, non_blocking=True))
 
-    def predict_prepared(self, staged: Batch) -> np.ndarray:
-        """Responses (B, n_outputs) float32 for a batch from :meth:`prepare_stimuli` or :meth:`stage_batch`."""
-        return self.forward_batch(staged, prepared=self._prepares_on_host).float().cpu().numpy()
+    def stage(self, batch) -> Batch:
+        """Validate and load one batch in any accepted stimulus form, ready for :meth:`predict_staged`.
 
-    @torch.inference_mode()
-    def features_batch(self, batch: Batch, prepared: bool = False) -> dict[str, torch.Tensor]:
-        """Backbone features ``{node: (B, ...)}`` on the model's device for one loaded (or prepared) batch."""
-        x = batch if prepared else self.prepare_batch(batch)
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            return self.extractor.extract(x, prepared=True)
+        On the CPU this includes preprocessing; on a GPU that happens on the device. Safe to run in a thread
+        ahead of :meth:`predict_staged` (what :func:`berg.encode` and :func:`berg.predict_movie` do).
+        """
+        stimuli = as_stimulus_set(batch, self.stimulus_kind, self.n_frames)
+        return self._stage_loaded(stimuli.load(0, stimuli.n))
 
-    @torch.inference_mode()
-    def forward_batch(self, batch: Batch, prepared: bool = False) -> torch.Tensor:
-        """Responses (B, n_outputs) float32 on the model's device for one loaded (or prepared) batch."""
-        return self.readout(self.features_batch(batch, prepared))  # the readout always runs in float32
-
-    def predict_stream(self, staged: Iterable[Batch], readout_mb: float = DEFAULT_READOUT_MB) -> Iterator[np.ndarray]:
+    def predict_staged(self, staged: Iterable[Batch], *, readout_mb: float = DEFAULT_READOUT_MB
+                       ) -> Iterator[np.ndarray]:
         """Responses for a stream of staged batches, the readout applied once per readout batch.
 
         Parameters
         ----------
-        staged : iterable of batches from :meth:`stage_batch` or :meth:`prepare_stimuli`
+        staged : iterable of batches from :meth:`stage`
         readout_mb : float
             Memory bound of a readout batch in MiB (features, intermediate and responses of the stimuli it holds;
             see :func:`berg.readout.readout_capacity`). It lives on the model's device.
@@ -121,17 +132,25 @@ class EncodingModel:
         """
         buffer = FeatureBuffer(self.readout, readout_capacity(self.readout, readout_mb))
         for batch in staged:
-            for block in buffer.push(self.features_batch(batch, prepared=self._prepares_on_host)):
-                yield block.float().cpu().numpy()
-        if (tail := buffer.flush()) is not None:
-            yield tail.float().cpu().numpy()
+            yield from self._answer(buffer, batch)
+        yield from self._answer(buffer, None)
 
-    def predict_batch(self, batch) -> np.ndarray:
-        """Responses (B, n_outputs) float32 for one batch given in any accepted stimulus form."""
-        return self.predict_prepared(self.prepare_stimuli(batch))
+    @torch.inference_mode()
+    def _answer(self, buffer: FeatureBuffer, staged: Batch | None) -> list[np.ndarray]:
+        """Response blocks the buffer completes with one more staged batch (its remainder when ``staged`` is None)."""
+        if staged is None:
+            blocks = [] if (tail := buffer.flush()) is None else [tail]
+        else:
+            blocks = list(buffer.push(self._features(self._prepared(staged))))
+        return [block.float().cpu().numpy() for block in blocks]
+
+    def predict(self, batch, *, readout_mb: float = DEFAULT_READOUT_MB) -> np.ndarray:
+        """Responses (B, n_outputs) float32 for one batch given in any accepted stimulus form (see :func:`encode`)."""
+        blocks = list(self.predict_staged([self.stage(batch)], readout_mb=readout_mb))
+        return np.concatenate(blocks) if len(blocks) != 1 else blocks[0]
 
 
-def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_progress: bool = True,
+def encode(model: EncodingModel, stimulus, *, return_metadata: bool = False, show_progress: bool = True,
            batch_size: int | None = None, out=None, readout_mb: float = DEFAULT_READOUT_MB):
     """In-silico responses of ``model`` to ``stimulus``.
 
@@ -143,9 +162,9 @@ def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_p
         Images (B, 3, H, W) / (B, H, W, 3) or clips (B, T, 3, H, W) / (B, T, H, W, 3): uint8, integers in 0..255
         or floats in [0, 1]; image or video file paths. See :func:`berg.stimuli.as_stimulus_set`.
     return_metadata : bool
-        Also return a copy of the model's metadata: berg's per output column (voxel coordinates, ROI columns,
-        accuracy …) and, for subject models, BERG's nested ``fmri`` / ``encoding_models`` view of the subject
-        (see :mod:`berg.berg_view`).
+        Also return a copy of the model's :class:`~berg.metadata.ModelMetadata`: what each output column is
+        (voxel coordinates, ROI columns, accuracy …) and, for subject models, BERG's nested ``fmri`` /
+        ``encoding_models`` view of the subject (see :mod:`berg.berg_view`).
     show_progress : bool
         Show a progress bar over stimuli (on by default, as in BERG).
     batch_size : int, optional
@@ -163,7 +182,7 @@ def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_p
     -------
     responses : (n_stimuli, n_outputs) float32 array, or ``out``
         In the model's units (``metadata["units"]``).
-    metadata : dict, only with ``return_metadata=True``
+    metadata : ModelMetadata, only with ``return_metadata=True``
     """
     if not isinstance(model, EncodingModel):
         raise InvalidArgumentError(f"model={type(model).__name__} is not valid: pass an EncodingModel from "
@@ -184,7 +203,7 @@ def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_p
 
     # the next batch is decoded (and, on the CPU, preprocessed) in a background thread while one is computed
     def produce(start: int) -> Batch:
-        return model.stage_batch(stimuli.load(start, min(start + batch_size, stimuli.n)))
+        return model._stage_loaded(stimuli.load(start, min(start + batch_size, stimuli.n)))
 
     def staged(pool: concurrent.futures.Executor) -> Iterator[Batch]:
         pending = pool.submit(produce, 0)
@@ -198,40 +217,12 @@ def encode(model: EncodingModel, stimulus, return_metadata: bool = False, show_p
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool, \
             tqdm(total=stimuli.n, disable=not show_progress, unit=kind) as bar:
         done = 0
-        for block in model.predict_stream(staged(pool), readout_mb):
+        for block in model.predict_staged(staged(pool), readout_mb=readout_mb):
             responses[done:done + len(block)] = block
             done += len(block)
-    return (responses, copy.deepcopy(model.metadata)) if return_metadata else responses
+    return (responses, model.metadata) if return_metadata else responses
 
 
-def _column_metadata(card: ModelCard, subject, meta: SubjectMetadata, sel: Selection) -> dict[str, Any]:
-    roi_columns = {}
-    for name in meta.roi_names:
-        rows = meta.roi_rows(name)
-        member = np.isin(sel.voxels, meta.row_voxel[rows]) if sel.whole_brain else np.isin(sel.rows, rows)
-        cols = np.flatnonzero(member)
-        if cols.size:
-            roi_columns[name] = cols
-    return {
-        "model_id": card.model_id,
-        "subject": subject,
-        "selection": sel.description,
-        "n_voxels": int(sel.voxels.size),
-        "voxel_ijk": meta.voxel_ijk[sel.voxels],
-        "voxel_index": sel.voxels,
-        "volume_shape": tuple(meta.info["volume_shape"]),
-        # a volume without a known affine (some legacy files) is placed with voxel indices as coordinates
-        "affine": np.eye(4) if meta.info["affine"] is None else np.asarray(meta.info["affine"], dtype=np.float64),
-        "space": meta.info.get("space", card.space.name),
-        "fill_value": float("nan"),
-        "roi_columns": roi_columns,
-        "accuracy": {k: v[sel.voxels] for k, v in meta.accuracy().items()},
-        "accuracy_units": meta.info.get("accuracy", {}),
-        "units": card.units,
-        "provenance": meta.info.get("provenance", {}),
-        "berg_version": berg_version(),
-        **berg_metadata_view(meta),
-    }
 
 
 def _subject_readout(card: ModelCard, model_dir: Path, arrays: Mapping[str, np.ndarray], sel: Selection,
@@ -252,11 +243,12 @@ def node_dims(card: ModelCard) -> dict[str, int]:
     return card.backbone.feature_sizes
 
 
-def _group_model(card: ModelCard, model_dir: Path, selection, sigma: float | None) -> tuple[Readout, dict[str, Any]]:
+def _group_model(card: ModelCard, model_dir: Path, selection, sigma_mm: float | None
+                 ) -> tuple[Readout, dict[str, Any]]:
     """The group-level readout and its column metadata, from the builder the card's ``group.kind`` names."""
     from .card_registries import group_space_builder
 
-    return group_space_builder(card.group.kind)(card, model_dir, selection, sigma)
+    return group_space_builder(card.group.kind)(card, model_dir, selection, sigma_mm)
 
 
 def _subject_model(card: ModelCard, model_dir: Path, subject: int, selection) -> tuple[Readout, dict[str, Any]]:
@@ -266,28 +258,26 @@ def _subject_model(card: ModelCard, model_dir: Path, subject: int, selection) ->
     arrays = load_arrays(readout_path(model_dir, subject))
     sel = resolve_selection(selection, meta, has_whole_brain="whole_brain.bias" in arrays)
     readout = _subject_readout(card, model_dir, arrays, sel, node_dims(card))
-    return readout, _column_metadata(card, subject, meta, sel)
+    return readout, column_fields(card, subject, meta, sel)
 
 
-def load_encoding_model(card: ModelCard, berg_dir: Path, subject, selection=None, device="auto",
-                        backbone_weights="default", verify_hash: bool = True, sigma: float | None = None,
+def load_encoding_model(card: ModelCard, berg_dir: Path, subject, *, selection=None, device="auto",
+                        backbone_weights="default", verify_hash: bool = True, sigma_mm: float | None = None,
                         precision: str = "float32", channels_last: bool = False, compile: bool = False
                         ) -> EncodingModel:
-    """Build an :class:`EncodingModel` from native files under ``berg_dir`` (see :func:`berg.get_encoding_model`)."""
+    """Build an :class:`EncodingModel` from native files under ``berg_dir``; the options are those of
+    :func:`berg.get_encoding_model`, which checks them first."""
     subject = card.check_subject(subject)
     device = resolve_device(device)
-    if precision not in PRECISIONS:
-        raise InvalidArgumentError(f"precision={precision!r} is not valid; valid: {', '.join(PRECISIONS)}")
-    if sigma is not None and subject != "group":
-        raise InvalidArgumentError(f"sigma={sigma!r} applies to subject='group' only (got subject={subject!r})")
     model_dir = Path(berg_dir) / card.folder
     if subject == "group":
-        readout, metadata = _group_model(card, model_dir, selection, sigma)
+        readout, columns = _group_model(card, model_dir, selection, sigma_mm)
     else:
-        readout, metadata = _subject_model(card, model_dir, subject, selection)
+        readout, columns = _subject_model(card, model_dir, subject, selection)
     extractor = build_feature_extractor(card, backbone_weights, verify_hash, device)
     extractor.set_execution(channels_last=channels_last, compile=compile)
-    metadata["backbone"] = {"architecture": card.backbone.architecture, **extractor.weights_identity,
-                            "precision": precision, "channels_last": channels_last, "compiled": compile}
-    return EncodingModel(card, subject, extractor, readout.to(device), metadata, device, precision)
+    backbone = {"architecture": card.backbone.architecture, **extractor.weights_identity,
+                "precision": precision, "channels_last": channels_last, "compiled": compile}
+    metadata = ModelMetadata.build(**{**columns, "backbone": backbone}, card_space=card.space.as_dict())
+    return EncodingModel(card, subject, extractor, readout.to(device), metadata, precision)
 

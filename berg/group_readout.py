@@ -229,13 +229,12 @@ def build_group_model(card: ModelCard, model_dir: Path, selection, sigma: float 
                           subjects=card.subjects)
     readout = Readout(torch.from_numpy(group.weight), torch.from_numpy(group.bias), card.backbone.feature_sizes,
                       post=functools.partial(group_zscore, segments=group.segments))
-    grid = f"{abs(group.affine[0, 0]):g} mm, {'x'.join(str(v) for v in group.volume_shape)}"
     metadata = {
         "model_id": card.model_id, "subject": "group",
         "selection": {"roi": list(group.rois), "sigma_mm": group.sigma_mm},
         "n_voxels": int(group.voxel_ijk.shape[0]), "voxel_ijk": group.voxel_ijk,
         "voxel_index": np.arange(group.voxel_ijk.shape[0]), "volume_shape": group.volume_shape,
-        "affine": group.affine, "space": {"kind": group_spec.template, "grid": grid},
+        "affine": group.affine, "space": {"kind": group_spec.template, "template": group_spec.template},
         "fill_value": 0.0, "roi_columns": group.roi_voxels, "accuracy": {}, "accuracy_units": {},
         "units": "z-score across the overlap voxels (group sum of subject z-scores, z-scored)",
         "provenance": {"subjects": list(group.subjects)}, "berg_version": berg_version(),

@@ -24,10 +24,11 @@ import os
 import tempfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 from scipy.signal import butter, sosfiltfilt
@@ -47,6 +48,30 @@ _LOWPASS_ORDER = 5
 _LOWPASS_PAD_TR = 16  # the zero-phase low-pass impulse response has decayed below 1e-6 of its peak by then
 _SCAN_BLOCK = 128
 _BLOCK_BYTES = 64 << 20
+
+
+class MovieModel(Protocol):
+    """What :func:`predict_movie` needs from a model; :class:`~berg.encoder.EncodingModel` has it all.
+
+    ``stage`` runs in the decoding thread on uint8 frames (B, H, W, 3) or clips (B, T, H, W, 3); ``predict_staged``
+    answers the staged batches in order with float32 (n, n_outputs) blocks, which may group samples its own way.
+    """
+
+    @property
+    def stimulus_kind(self) -> str: ...
+
+    @property
+    def n_frames(self) -> int | None: ...
+
+    @property
+    def n_outputs(self) -> int: ...
+
+    @property
+    def metadata(self) -> Mapping[str, Any]: ...
+
+    def stage(self, batch: np.ndarray) -> Any: ...
+
+    def predict_staged(self, staged: Iterable[Any]) -> Iterator[np.ndarray]: ...
 
 
 @dataclass
@@ -69,7 +94,9 @@ class MovieResult:
     baselines_tr : dict
         name -> (n_scans,) float32 baselines convolved and resampled like ``bold``.
     metadata : dict
-        Model, subject, timing parameters and units.
+        The model's metadata contract (:class:`~berg.metadata.ModelMetadata`, as a dict) plus the timing
+        parameters: ``tr``, ``n_scans``, ``slice_time_ref``, ``hrf``, ``n_samples``, ``hold_s``,
+        ``hold_offset_s``, ``baseline_units`` and the sampling parameters.
     outputs : list of pathlib.Path
         Files written.
     """
@@ -178,11 +205,11 @@ def _prefetched(items: Iterator) -> Iterator:
             yield item
 
 
-def _answered(batches: Iterator[tuple[np.ndarray, object, dict]], predict_stream
+def _answered(batches: Iterator[tuple[np.ndarray, object, dict]], predict_staged
               ) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
     """``(times, float32 responses, baselines)`` of samples in order, as the encoder answers them.
 
-    ``predict_stream(prepared batches)`` yields response blocks in order but may group samples its own way (an
+    ``predict_staged(staged batches)`` (:meth:`MovieModel.predict_staged`) yields response blocks in order but may group samples its own way (an
     :class:`~berg.encoder.EncodingModel` gathers several batches into one readout batch); each block is paired
     with the times and baselines of the samples it answers.
     """
@@ -193,7 +220,7 @@ def _answered(batches: Iterator[tuple[np.ndarray, object, dict]], predict_stream
             pending.append((times, low_level))
             yield batch
 
-    for responses in predict_stream(prepared()):
+    for responses in predict_staged(prepared()):
         responses = np.asarray(responses, dtype=np.float32)
         parts, n = [], len(responses)
         while n > 0 and pending:
@@ -228,7 +255,8 @@ def _outputs(output) -> list[Path]:
     return paths
 
 
-def predict_movie(model, video: str | os.PathLike, tr: float, n_scans: int | None = None, slice_time_ref: float = 0.0,
+def predict_movie(model: MovieModel, video: str | os.PathLike, *, tr: float, n_scans: int | None = None,
+                  slice_time_ref: float = 0.0,
                   hrf: str | None = "spm", sample_rate_hz: float | None = 2.0, clip_s: float = 3.0,
                   stride_s: float | None = None, batch_size: int | None = None, output=None, resume: bool = False,
                   show_progress: bool = True, baselines: Sequence[str] = ("brightness", "luminance")) -> MovieResult:
@@ -236,11 +264,8 @@ def predict_movie(model, video: str | os.PathLike, tr: float, n_scans: int | Non
 
     Parameters
     ----------
-    model : EncodingModel
-        Needs ``card.stimulus_kind``, ``card.stimulus.n_frames`` (video models), ``n_outputs``,
-        ``metadata``, ``prepare_stimuli(uint8 (B, H, W, 3) or (B, T, H, W, 3))`` (run in the decoding thread) and
-        ``predict_prepared(prepared) -> float32 (B, n_outputs)``; ``predict_stream`` (batches -> response blocks)
-        where it has one, so that the readout runs once per readout batch, not per batch.
+    model : MovieModel
+        An :class:`~berg.encoder.EncodingModel`, or anything with what :class:`MovieModel` lists.
     video : str or PathLike
         Video file (anything PyAV decodes).
     tr : float
@@ -282,14 +307,14 @@ def predict_movie(model, video: str | os.PathLike, tr: float, n_scans: int | Non
     if resume and not paths:
         raise InvalidArgumentError("resume=True needs an output path (the run's progress is kept beside it); give output=.")
     info = probe(video)
-    is_clip = model.card.stimulus_kind == "video"
+    is_clip = model.stimulus_kind == "video"
     n_scans = int(n_scans) if n_scans is not None else math.floor(info.duration_s / tr + 1e-9)
     if n_scans < 1:
         raise InvalidArgumentError(f"video={str(video)!r} lasts {info.duration_s:.3f} s, shorter than tr={tr}; give n_scans.")
     frame_times = scan_times(n_scans, tr, slice_time_ref)
     if is_clip:
         stride_s = float(stride_s or tr)
-        n_clip_frames = int(model.card.stimulus.n_frames)
+        n_clip_frames = int(model.n_frames)
         n_total = len(clip_plan(info, clip_s, n_clip_frames, stride_s))
         hold_s, hold_offset_s = stride_s, -stride_s / 2.0
         sampling = {"clip_s": clip_s, "stride_s": stride_s, "clip_frames": n_clip_frames}
@@ -322,9 +347,8 @@ def predict_movie(model, video: str | os.PathLike, tr: float, n_scans: int | Non
         size = batch_size or (2 if is_clip else 16)
         with tqdm(total=n_total, initial=done, disable=not show_progress, unit="clip" if is_clip else "frame",
                   desc="movie") as bar:
-            batches = _prefetched(_batched(stream, size, names, is_clip, model.prepare_stimuli))  # decoding runs ahead
-            predict_stream = getattr(model, "predict_stream", None) or (lambda staged: map(model.predict_prepared, staged))
-            for times, responses, low_level in _answered(batches, predict_stream):
+            batches = _prefetched(_batched(stream, size, names, is_clip, model.stage))  # decoding runs ahead
+            for times, responses, low_level in _answered(batches, model.predict_staged):
                 if responses.shape != (len(times), int(model.n_outputs)):
                     raise InvalidArgumentError(
                         f"the model returned responses of shape {responses.shape}; expected {(len(times), model.n_outputs)}."
@@ -338,7 +362,7 @@ def predict_movie(model, video: str | os.PathLike, tr: float, n_scans: int | Non
                     for name in names}
         meta.update(tr=float(tr), n_scans=n_scans, slice_time_ref=float(slice_time_ref), hrf=hrf or "none",
                     n_samples=int(sample_times.size), hold_s=hold_s, hold_offset_s=hold_offset_s,
-                    units=meta.get("units") or model.card.units, baseline_units=_baselines.UNITS,
+                    units=meta.get("units") or "model output units", baseline_units=_baselines.UNITS,
                     **{k: v for k, v in params.items() if k not in meta})
         written = sinks.write_outputs(paths, bold, per_scan, meta)
         samples = None

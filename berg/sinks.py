@@ -212,7 +212,7 @@ def write_columns(h5: h5py.Group, metadata: Mapping) -> None:
             h5.attrs[key] = str(metadata[key])
     if metadata.get("volume_shape") is not None:
         h5.attrs["volume_shape"] = list(metadata["volume_shape"])
-    for key in ("selection", "backbone"):
+    for key in ("selection", "backbone", "space"):
         if key in metadata:
             h5.attrs[key] = json.dumps(metadata[key], default=_jsonable)
 

@@ -80,7 +80,8 @@ def bench_clips(berg_dir: Path, n: int, batch_size: int = 2, n_components: int =
     per_batch_mb = batch_size * model.readout.bytes_per_stimulus / 2**20
     capacity = readout_capacity(model.readout, DEFAULT_READOUT_MB)
     rows = min(capacity, n)  # the readout batch encode applies for n clips
-    features = model.features_batch(inputs[:1], prepared=True)
+    with torch.inference_mode():
+        features = model.extractor.extract(inputs[:1], prepared=True)
     gathered = {k: v.expand(rows, *v.shape[1:]).contiguous() for k, v in features.items()}
     alone = {k: v.expand(batch_size, *v.shape[1:]).contiguous() for k, v in features.items()}
     net = build_backbone(model.card, None).to(model.device)

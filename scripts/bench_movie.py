@@ -54,23 +54,22 @@ def make_video(path: Path, seconds: float, fps: float = FPS, size=SIZE) -> Path:
 class CheapModel:
     """Image model interface with ``n_outputs`` outputs: a fixed random map of an 8x8 RGB thumbnail (strided pixels)."""
 
-    class card:  # noqa: N801 - the interface predict_movie reads
-        stimulus_kind = "image"
-        data = {"stimulus": {"kind": "image"}, "units": "arbitrary"}
+    stimulus_kind, n_frames = "image", None  # what berg.movie.MovieModel asks for
 
     def __init__(self, n_outputs: int = 1000):
         self.n_outputs = n_outputs
         self.weight = np.random.default_rng(0).standard_normal((192, n_outputs)).astype(np.float32) / 100
-        self.metadata = {"model_id": "cheap", "subject": 1,
+        self.metadata = {"model_id": "cheap", "subject": 1, "units": "arbitrary",
                          "roi_columns": {"first": np.arange(100), "all": np.arange(n_outputs)}}
 
-    def prepare_stimuli(self, batch: np.ndarray) -> np.ndarray:
+    def stage(self, batch: np.ndarray) -> np.ndarray:
         return batch
 
-    def predict_prepared(self, batch: np.ndarray) -> np.ndarray:
-        b, h, w, _ = batch.shape
-        thumb = batch[:, h // 16::h // 8, w // 16::w // 8][:, :8, :8]
-        return (thumb.reshape(b, 192) / 255.0).astype(np.float32) @ self.weight
+    def predict_staged(self, staged):
+        for batch in staged:
+            b, h, w, _ = batch.shape
+            thumb = batch[:, h // 16::h // 8, w // 16::w // 8][:, :8, :8]
+            yield (thumb.reshape(b, 192) / 255.0).astype(np.float32) @ self.weight
 
 
 def child(video: str, out_dir: str) -> dict:

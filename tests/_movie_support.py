@@ -8,28 +8,22 @@ from pathlib import Path
 
 import numpy as np
 
-from berg.cards import StimulusSpec
 from berg.video import write_synthetic_video
-
-
-class FakeCard:
-    def __init__(self, kind: str, n_frames: int = 5):
-        self.stimulus_kind = kind
-        self.stimulus = StimulusSpec(kind, n_frames)
-        self.units = "fraction of full scale"
 
 
 class FakeModel:
     """Three "voxels": the mean red, green and blue of each frame (or clip), / 255.
 
-    ``kill_after`` batches, the process kills itself with SIGKILL (to test resuming).
+    It has what :class:`berg.movie.MovieModel` asks for and nothing else. ``kill_after`` batches, the process
+    kills itself with SIGKILL (to test resuming).
     """
 
     def __init__(self, kind: str = "image", n_frames: int = 5, kill_after: int | None = None, subject=1):
-        self.card = FakeCard(kind, n_frames)
+        self.stimulus_kind = kind
+        self.n_frames = n_frames if kind == "video" else None
         self.n_outputs = 3
         self.metadata = {
-            "model_id": "fake-rgb", "subject": subject,
+            "model_id": "fake-rgb", "subject": subject, "units": "fraction of full scale",
             "roi_columns": {"red": [0], "rgb": [0, 1, 2]},
             "voxel_ijk": np.array([[0, 0, 0], [1, 0, 0], [0, 2, 1]]),
             "volume_shape": [2, 3, 2], "affine": np.diag([2.0, 2.0, 2.0, 1.0]),
@@ -38,16 +32,17 @@ class FakeModel:
         self.calls = 0
         self.seen = 0
 
-    def prepare_stimuli(self, batch: np.ndarray) -> np.ndarray:
+    def stage(self, batch: np.ndarray) -> np.ndarray:
         return batch
 
-    def predict_prepared(self, batch: np.ndarray) -> np.ndarray:
-        self.calls += 1
-        if self.kill_after is not None and self.calls > self.kill_after:
-            os.kill(os.getpid(), signal.SIGKILL)
-        self.seen += len(batch)
-        axes = tuple(range(1, batch.ndim - 1))
-        return (batch.mean(axis=axes) / 255.0).astype(np.float32)
+    def predict_staged(self, staged):
+        for batch in staged:
+            self.calls += 1
+            if self.kill_after is not None and self.calls > self.kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+            self.seen += len(batch)
+            axes = tuple(range(1, batch.ndim - 1))
+            yield (batch.mean(axis=axes) / 255.0).astype(np.float32)
 
 
 def flash_video(path: Path, n_frames: int, fps: float, flashes: dict[int, tuple[int, int, int]], size=(8, 8)) -> Path:

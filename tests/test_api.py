@@ -108,7 +108,7 @@ def test_to_nifti_puts_each_value_at_its_voxel(tiny_model, berg_dir, images):
 def test_metadata_without_backbone(tiny_model, berg_dir):
     meta = berg.get_model_metadata("test-resnet18", subject=2, berg_dir=berg_dir)
     assert meta["n_voxels"] == 60
-    np.testing.assert_array_equal(meta["rois"]["rA"], tiny_model[2]["rois"]["rA"])
+    np.testing.assert_array_equal(meta["roi_columns"]["rA"], tiny_model[2]["rois"]["rA"])
     np.testing.assert_array_equal(meta["voxel_ijk"], tiny_model[2]["voxel_ijk"])
 
 

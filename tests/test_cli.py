@@ -125,12 +125,12 @@ def test_every_model_option_reaches_the_api(fake_model, monkeypatch, tmp_path):
     output = tmp_path / "r.npy"
     assert main(["encode", "any-model", "a.png", "b.png", "-o", str(output), "--subject", "3", "--voxels",
                  str(tmp_path / "mask.npy"), "--device", "cpu", "--backbone-weights", "w.pt", "--no-verify-hash",
-                 "--sigma", "2.5", "--precision", "bfloat16", "--channels-last", "--compile", "--berg-dir", "/d",
+                 "--sigma-mm", "2.5", "--precision", "bfloat16", "--channels-last", "--compile", "--berg-dir", "/d",
                  "--batch-size", "7", "--readout-mb", "64", "-q"]) == 0
     selection = fake_model.pop("selection")
     np.testing.assert_array_equal(selection["voxels"], mask)
     assert fake_model == {"model_id": "any-model", "subject": 3, "device": "cpu", "backbone_weights": "w.pt",
-                          "verify_hash": False, "berg_dir": "/d", "sigma": 2.5, "precision": "bfloat16",
+                          "verify_hash": False, "berg_dir": "/d", "sigma_mm": 2.5, "precision": "bfloat16",
                           "channels_last": True, "compile": True}
     assert encode_calls == {"stimulus": ["a.png", "b.png"], "batch_size": 7, "readout_mb": 64.0,
                             "show_progress": False}
@@ -142,7 +142,7 @@ def test_defaults_reach_the_api_unchanged(fake_model, monkeypatch, tmp_path):
     monkeypatch.setattr(berg.encoder, "encode", lambda model, stimulus, out=None, **kw: encode_calls.update(kw))
     assert main(["encode", "any-model", "a.png", "-o", str(tmp_path / "r.npy"), "--subject", "group"]) == 0
     assert fake_model == {"model_id": "any-model", "subject": "group", "selection": None, "device": "auto",
-                          "backbone_weights": "default", "verify_hash": True, "berg_dir": None, "sigma": None,
+                          "backbone_weights": "default", "verify_hash": True, "berg_dir": None, "sigma_mm": None,
                           "precision": "float32", "channels_last": False, "compile": False}
     assert encode_calls == {"batch_size": None, "show_progress": True}  # readout_mb: the library's default
 

@@ -226,7 +226,7 @@ def test_cli_builds_the_model_and_writes_outputs(tmp_path, flashes, monkeypatch)
                      "-o", str(tmp_path / "a.h5"), "--hrf", "none", "--roi", "lFFA", "--backbone-weights", "untrained",
                      "--rate", "0", "--quiet"]) == 0
     assert calls == {"model_id": "fake-rgb", "subject": 2, "selection": {"roi": "lFFA"}, "device": "auto",
-                     "backbone_weights": None, "verify_hash": True, "berg_dir": None, "sigma": None,
+                     "backbone_weights": None, "verify_hash": True, "berg_dir": None, "sigma_mm": None,
                      "precision": "float32", "channels_last": False, "compile": False}
     stored = read_h5(tmp_path / "a.h5")
     assert stored["samples"].shape == (600, 3) and stored["metadata"]["hrf"] == "none"

@@ -76,7 +76,7 @@ def test_encode_readout_batches_change_no_response(berg_dir, n_components):
     write_test_model(berg_dir, n_components=n_components)
     model = berg.get_encoding_model("test-resnet18", subject=1, device="cpu", backbone_weights=None, berg_dir=berg_dir)
     images = np.random.default_rng(2).integers(0, 256, size=(7, 64, 64, 3), dtype=np.uint8)
-    unbatched = np.concatenate([model.predict_batch(images[i:i + 1]) for i in range(len(images))])
+    unbatched = np.concatenate([model.predict(images[i:i + 1]) for i in range(len(images))])
     capacity = 3
     readout_mb = capacity * model.readout.bytes_per_stimulus / 2**20
     calls = _Calls(model.readout)
@@ -110,7 +110,7 @@ def test_movie_pairs_readout_batches_with_their_samples(tiny_model, berg_dir, tm
     result = predict_movie(model, video, tr=1.0, sample_rate_hz=2.0, batch_size=2, show_progress=False)
     frames = np.stack([f for _, f in iter_frames(video, rate_hz=2.0)])
     assert calls.rows == [14]  # seven decoded batches of two, one readout batch
-    want = np.concatenate([model.predict_batch(frames[i:i + 1]) for i in range(len(frames))])
+    want = np.concatenate([model.predict(frames[i:i + 1]) for i in range(len(frames))])
     assert np.abs(result.samples - want).max() / np.abs(want).max() <= 1e-6
     np.testing.assert_allclose(result.sample_times, np.arange(14) / 2.0)
     levels = frames.reshape(14, -1).mean(axis=1) / 255  # the luminance of a grey frame is its level

@@ -90,7 +90,7 @@ def served_model(tmp_path_factory):
 
 def test_third_card_is_listed_described_downloaded_and_encoded(served_model):
     berg_dir, images = served_model["berg_dir"], served_model["images"]
-    assert MODEL_ID in berg.list_models(berg_dir)
+    assert MODEL_ID in berg.list_models(berg_dir=berg_dir)
     entry = berg.get_model_catalog(berg_dir=berg_dir)[MODEL_ID]
     assert entry["backbone"] == "alexnet" and entry["subjects"] == [1]
     described = berg.describe(MODEL_ID, berg_dir=berg_dir)

@@ -128,7 +128,8 @@ def test_package_and_report(feature_spec, tmp_path):
     assert summary["rois"]["noise"]["n_voxels"] == int((~data.is_signal).sum())
     assert summary["rois"]["signal"]["correlation"]["median"] > 0.7
     meta = berg.get_model_metadata(result.model_id, subject=1, berg_dir=tmp_path / "berg")
-    assert set(meta["accuracy"]) >= {"correlation", "noise_ceiling", "explained_variance", "alpha"}
+    assert set(meta["accuracy"]) >= {"correlation", "noise_ceiling", "explained_variance"}
+    assert "alpha" not in meta["accuracy"] and meta["fitting"]["alpha"].shape == (meta["n_voxels"],)
 
 
 def test_train_save_load_encode_reproduces_predictions(tmp_path):

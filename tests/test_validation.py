@@ -233,8 +233,9 @@ def test_encode_refuses_a_bad_readout_bound_in_the_same_form(model, small_images
     ({"precision": "float8"}, "precision='float8' is not valid: expected one of 'float32', 'bfloat16', 'float16'. "
                               "Did you mean: float32, float16, bfloat16?"),
     ({"device": "tpu"}, "device='tpu' is not valid: expected 'auto', 'cpu', 'cuda' or 'cuda:N'."),
-    ({"sigma": 2.0}, "sigma=2.0 is not valid for subject=1: expected None (sigma applies to subject='group' only)."),
-    ({"sigma": "2"}, "sigma='2' is not valid: expected a finite number >= 0 (mm), or None."),
+    ({"sigma_mm": 2.0},
+     "sigma_mm=2.0 is not valid for subject=1: expected None (sigma_mm applies to subject='group' only)."),
+    ({"sigma_mm": "2"}, "sigma_mm='2' is not valid: expected a finite number >= 0 (mm), or None."),
     ({"compile": "yes"}, "compile='yes' is not valid: expected True or False."),
 ])
 def test_loading_options_are_checked_before_any_file_is_needed(tmp_path, option, expected):
@@ -250,6 +251,6 @@ def test_loading_options_are_checked_before_any_file_is_needed(tmp_path, option,
 @pytest.mark.parametrize("sigma", [-1.0, math.nan, "wide", True])
 def test_a_bad_group_sigma_is_an_argument_error_raised_before_any_fetch(tmp_path, monkeypatch, sigma):
     monkeypatch.setenv("BERG_OFFLINE", "1")  # a valid sigma gets past the checks and fails later, on missing files
-    with pytest.raises(InvalidArgumentError, match=_message("sigma", sigma, "a finite number >= 0 (mm), or None")):
-        berg.get_encoding_model("fmri-bold5000-resnet18", subject="group", sigma=sigma, device="cpu",
+    with pytest.raises(InvalidArgumentError, match=_message("sigma_mm", sigma, "a finite number >= 0 (mm), or None")):
+        berg.get_encoding_model("fmri-bold5000-resnet18", subject="group", sigma_mm=sigma, device="cpu",
                                 berg_dir=tmp_path)

@@ -36,7 +36,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone-weights", default="default",
                         help="'default' (torchvision's published weights), a weights file, or 'untrained'")
     parser.add_argument("--no-verify-hash", action="store_true", help="accept a weights file with another hash")
-    parser.add_argument("--sigma", type=float, default=None,
+    parser.add_argument("--sigma-mm", type=float, default=None,
                         help="--subject group only: Gaussian smoothing sigma in mm (default: the model's)")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32", help="backbone autocast dtype")
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory layout for the backbone")
@@ -65,5 +65,5 @@ def model_from_args(args: argparse.Namespace):
     weights = None if args.backbone_weights == "untrained" else args.backbone_weights
     return api.get_encoding_model(args.model, subject=args.subject, selection=_selection(args), device=args.device,
                                   backbone_weights=weights, verify_hash=not args.no_verify_hash,
-                                  berg_dir=args.berg_dir, sigma=args.sigma, precision=args.precision,
+                                  berg_dir=args.berg_dir, sigma_mm=args.sigma_mm, precision=args.precision,
                                   channels_last=args.channels_last, compile=args.compile)
