@@ -23,6 +23,23 @@ def tiny_model(berg_dir: Path) -> dict:
     return write_test_model(berg_dir)
 
 
+@pytest.fixture(scope="module")
+def shared_tiny_model(tmp_path_factory) -> dict:
+    """``tiny_model`` written once per test module into its own berg_dir (key ``"berg_dir"``): for tests that
+    only read it."""
+    berg_dir = tmp_path_factory.mktemp("berg_dir")
+    return {**write_test_model(berg_dir), "berg_dir": berg_dir}
+
+
+@pytest.fixture(scope="module")
+def shared_model(shared_tiny_model: dict):
+    """Subject 1 of ``shared_tiny_model``, whole brain, untrained ResNet-18 on the CPU: built once per module."""
+    import berg
+
+    return berg.get_encoding_model("test-resnet18", subject=1, device="cpu", backbone_weights=None,
+                                   berg_dir=shared_tiny_model["berg_dir"])
+
+
 @pytest.fixture(scope="session")
 def images() -> np.ndarray:
     """Three random 224x224 RGB uint8 images, (3, 224, 224, 3)."""

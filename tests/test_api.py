@@ -77,15 +77,14 @@ def test_pil_and_file_inputs(tiny_model, berg_dir, images, tmp_path):
     ({"roi": None, "voxels": np.arange(60) % 2 == 0}, lambda r: np.arange(0, 60, 2)),
     (None, lambda r: np.arange(60)),
 ], ids=["roi", "roi-list-union", "roi-duplicate", "voxel-mask", "roi-none-uses-voxels", "whole-brain"])
-def test_selection_picks_exact_columns(tiny_model, berg_dir, images, selection, rows):
-    full = berg.get_encoding_model("test-resnet18", subject=1, device="cpu", backbone_weights=None, berg_dir=berg_dir)
+def test_selection_picks_exact_columns(shared_tiny_model, shared_model, images, selection, rows):
     part = berg.get_encoding_model("test-resnet18", subject=1, selection=selection, device="cpu",
-                                   backbone_weights=None, berg_dir=berg_dir)
-    want_cols = rows(tiny_model[1]["rois"])
+                                   backbone_weights=None, berg_dir=shared_tiny_model["berg_dir"])
+    want_cols = rows(shared_tiny_model[1]["rois"])
     got, meta = berg.encode(part, images[:2], return_metadata=True)
-    np.testing.assert_allclose(got, berg.encode(full, images[:2])[:, want_cols], atol=1e-5)
-    np.testing.assert_array_equal(meta["voxel_ijk"], tiny_model[1]["voxel_ijk"][want_cols])
-    lA = set(tiny_model[1]["rois"]["lA"])
+    np.testing.assert_allclose(got, berg.encode(shared_model, images[:2])[:, want_cols], atol=1e-5)
+    np.testing.assert_array_equal(meta["voxel_ijk"], shared_tiny_model[1]["voxel_ijk"][want_cols])
+    lA = set(shared_tiny_model[1]["rois"]["lA"])
     np.testing.assert_array_equal(meta["roi_columns"].get("lA", []), [i for i, v in enumerate(want_cols) if v in lA])
 
 

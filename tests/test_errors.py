@@ -45,9 +45,9 @@ def test_bad_voxel_masks(tiny_model, berg_dir, mask, phrase):
         _model(berg_dir, selection={"voxels": mask})
 
 
-@pytest.fixture
-def model(tiny_model, berg_dir):
-    return _model(berg_dir)
+@pytest.fixture(scope="module")
+def model(shared_tiny_model):
+    return _model(shared_tiny_model["berg_dir"])
 
 
 @pytest.mark.parametrize("stimulus, phrase", [
