@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _img2fmri_support import img2fmri_model_dir, img2fmri_wheel  # noqa: F401  (session fixtures for every module)
-from _support import write_test_model
+from _support import img2fmri_model_dir, img2fmri_wheel, write_test_model  # noqa: F401  (session fixtures)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from PIL import Image
 
 import berg
 from berg import BERG
-from conftest import write_test_model
+from _support import write_test_model
 
 
 def _reference_features(images_hwc: np.ndarray) -> np.ndarray:

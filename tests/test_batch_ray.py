@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from _batch_support import job_dict, make_assets, read_outputs
+from _support import job_dict, make_assets, read_outputs
 
 import berg.batch
 

@@ -17,8 +17,8 @@ from berg.errors import InvalidSelectionError, InvalidSubjectError, ModelFormatE
 from berg.storage.legacy import convert_bmd_legacy, load_legacy_npy
 from berg.storage.native import read_subject_metadata
 from berg.storage.safe_pickle import PickledRecord
-from tests._berg_producer import ROI_FORMS, reference_responses, roi_columns, save_pickled, write_berg_tree
-from tests._s3_support import tiny_card
+from _berg_producer import ROI_FORMS, reference_responses, roi_columns, save_pickled, write_berg_tree
+from _support import tiny_card
 
 
 class _GlobalRecorder(pickle.Unpickler):

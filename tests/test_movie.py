@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from _movie_support import FakeModel, flash_video, ramp_level, ramp_video
+from _support import FakeModel, flash_video, ramp_level, ramp_video
 from nilearn.glm.first_level import compute_regressor
 
 import berg
@@ -101,7 +101,7 @@ def test_killed_run_resumes_to_the_same_output_and_never_leaves_partial_final_fi
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from _movie_support import FakeModel
+        from _support import FakeModel
         from berg.movie import predict_movie
         from pathlib import Path
         out = Path({str(killed)!r})

@@ -11,10 +11,8 @@ from berg.movie import predict_movie
 from berg.storage.img2fmri import import_img2fmri
 from berg.storage.legacy import convert_bmd_legacy
 from berg.training import train
-from tests._berg_producer import write_berg_tree
-from tests._movie_support import FakeModel, flash_video
-from tests._s3_support import tiny_card
-from tests._training_support import feature_dataset
+from _berg_producer import write_berg_tree
+from _support import FakeModel, feature_dataset, flash_video, tiny_card
 
 
 @pytest.fixture()

@@ -71,7 +71,7 @@ def test_bad_readout_mb(tiny_model, berg_dir, images, value):
 
 @pytest.mark.parametrize("n_components", [None, 8], ids=["ridge", "scaler-svd-linear"])
 def test_encode_readout_batches_change_no_response(berg_dir, n_components):
-    from conftest import write_test_model
+    from _support import write_test_model
 
     write_test_model(berg_dir, n_components=n_components)
     model = berg.get_encoding_model("test-resnet18", subject=1, device="cpu", backbone_weights=None, berg_dir=berg_dir)
@@ -99,7 +99,7 @@ def test_encode_readout_batches_change_no_response(berg_dir, n_components):
 
 
 def test_movie_pairs_readout_batches_with_their_samples(tiny_model, berg_dir, tmp_path):
-    from _movie_support import ramp_video
+    from _support import ramp_video
 
     from berg.movie import predict_movie
     from berg.video import iter_frames

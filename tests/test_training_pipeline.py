@@ -18,7 +18,7 @@ from berg.errors import MissingFilesError
 from berg.training import DatasetError, train
 from berg.training.cli import register_cli
 
-from _training_support import feature_dataset, files_under, image_dataset
+from _support import feature_dataset, files_under, image_dataset
 
 
 @pytest.fixture
