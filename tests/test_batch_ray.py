@@ -12,6 +12,8 @@ from _support import job_dict, make_assets, read_outputs
 
 import berg.batch
 
+pytestmark = pytest.mark.slow  # a local Ray cluster runs every job
+
 RAY = {"actors": 2, "cpus_per_actor": 0.5, "cpus_per_decode": 0.5, "decode_tasks": 1}
 
 
