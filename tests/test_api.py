@@ -88,9 +88,8 @@ def test_selection_picks_exact_columns(shared_tiny_model, shared_model, images, 
     np.testing.assert_array_equal(meta["roi_columns"].get("lA", []), [i for i, v in enumerate(want_cols) if v in lA])
 
 
-def test_to_nifti_puts_each_value_at_its_voxel(tiny_model, berg_dir, images):
-    model = berg.get_encoding_model("test-resnet18", subject=1, device="cpu", backbone_weights=None, berg_dir=berg_dir)
-    responses, meta = berg.encode(model, images, return_metadata=True)
+def test_to_nifti_puts_each_value_at_its_voxel(shared_model, images):
+    responses, meta = berg.encode(shared_model, images, return_metadata=True)
     img4d = berg.to_nifti(responses, meta)
     img3d = berg.to_nifti(responses[1], meta)
     assert img4d.shape == (6, 7, 5, 3) and img3d.shape == (6, 7, 5)
@@ -127,7 +126,7 @@ def test_projection_model_matches_chain(berg_dir, images, reference):
     assert np.abs(got - want).max() / np.abs(want).max() <= 1e-5
 
 
-def test_weights_file_with_hash_check(tiny_model, berg_dir, images, tmp_path):
+def test_weights_file_with_hash_check(tiny_model, berg_dir, shared_model, images, tmp_path):
     torch.manual_seed(3)
     state = torchvision.models.resnet18(weights=None).state_dict()
     path = tmp_path / "my-resnet18.pth"
@@ -136,16 +135,14 @@ def test_weights_file_with_hash_check(tiny_model, berg_dir, images, tmp_path):
         berg.get_encoding_model("test-resnet18", subject=1, device="cpu", backbone_weights=path, berg_dir=berg_dir)
     model = berg.get_encoding_model("test-resnet18", subject=1, device="cpu", backbone_weights=path,
                                     verify_hash=False, berg_dir=berg_dir)
-    untrained = berg.get_encoding_model("test-resnet18", subject=1, device="cpu", backbone_weights=None,
-                                        berg_dir=berg_dir)
     assert model.metadata["backbone"]["sha256"] and model.metadata["backbone"]["weights"] == "file"
-    assert not np.allclose(berg.encode(model, images[:1]), berg.encode(untrained, images[:1]))
+    assert not np.allclose(berg.encode(model, images[:1]), berg.encode(shared_model, images[:1]))  # untrained
 
 
-def test_encode_streams_into_out(tiny_model, berg_dir, images, tmp_path):
+def test_encode_streams_into_out(shared_model, images, tmp_path):
     import h5py
 
-    model = berg.get_encoding_model("test-resnet18", subject=1, device="cpu", backbone_weights=None, berg_dir=berg_dir)
+    model = shared_model
     want = berg.encode(model, images)
     with h5py.File(tmp_path / "r.h5", "w") as h5:
         out = h5.create_dataset("r", shape=(3, 60), dtype="f4")

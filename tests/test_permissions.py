@@ -42,10 +42,12 @@ def test_converted_bmd_files(tmp_path, umask_022):
     _assert_shared(tmp_path / "model", source_files=files)
 
 
+@pytest.mark.slow  # a full img2fmri import, warp included
 def test_imported_img2fmri_model(img2fmri_wheel, tmp_path, umask_022):
     _assert_shared(import_img2fmri(tmp_path / "berg", wheel=img2fmri_wheel))
 
 
+@pytest.mark.slow  # trains a model
 def test_trained_model(tmp_path, umask_022):
     spec, _ = feature_dataset(tmp_path / "data")
     train(spec, tmp_path / "berg")
