@@ -221,7 +221,7 @@ def test_cli_builds_the_model_and_writes_outputs(tmp_path, flashes, monkeypatch)
         calls.update(kwargs, model_id=model_id)
         return FakeModel()
 
-    monkeypatch.setattr(berg.api, "get_encoding_model", fake_get_encoding_model)
+    monkeypatch.setattr("berg.api.get_encoding_model", fake_get_encoding_model)
     parser = argparse.ArgumentParser()
     movie.register_cli(parser.add_subparsers())
     args = parser.parse_args(["movie", "fake-rgb", "--subject", "2", str(flashes), "--tr", "2", "-o",
