@@ -63,10 +63,9 @@ def test_capacity_follows_the_bound():
 
 
 @pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf"), "big", True, None])
-def test_bad_readout_mb(tiny_model, berg_dir, images, value):
-    model = berg.get_encoding_model("test-resnet18", subject=1, device="cpu", backbone_weights=None, berg_dir=berg_dir)
+def test_bad_readout_mb(shared_model, images, value):
     with pytest.raises(berg.BergError, match=rf"readout_mb={value!r} is not valid: use a positive number of MiB"):
-        berg.encode(model, images[:1], readout_mb=value)
+        berg.encode(shared_model, images[:1], readout_mb=value)
 
 
 @pytest.mark.parametrize("n_components", [None, 8], ids=["ridge", "scaler-svd-linear"])
