@@ -101,7 +101,6 @@ EXTRA_CALLS = {
 }
 
 
-@pytest.mark.slow  # a fresh interpreter imports torch (berg.training, berg.mni)
 def test_a_missing_extra_is_named(tmp_path):
     out = _run(f"""
 import json
