@@ -93,11 +93,13 @@ print(json.dumps({{"pyplot": "matplotlib.pyplot" in sys.modules, "switches": swi
     assert {p.name for p in tmp_path.iterdir()} == {"summary.json", "histograms.png", "r_vs_noise_ceiling.png"}
 
 
-EXTRA_CALLS = {
-    "plot": "from berg.analysis import plot_similarity; plot_similarity(np.eye(3))",
-    "train": "from berg.training.report import write_report; write_report(folder, {'correlation': np.ones(3)}, {}, "
-             "np.zeros((3, 3), int), (2, 2, 2), np.eye(4), mni=False)",
-    "import": "from berg.mni import fnirt_t1_voxels; fnirt_t1_voxels(None, None, np.eye(4), None)",
+EXTRA_CALLS = {  # what is called -> the extra its message must name
+    "from berg.analysis import plot_similarity; plot_similarity(np.eye(3))": "plot",
+    "from berg.training.report import write_report; write_report(folder + '/report', {'correlation': np.ones(3)}, "
+    "{}, np.zeros((3, 3), int), (2, 2, 2), np.eye(4), mni=False)": "train",
+    "from berg.training import train; from _support import feature_dataset; "
+    "train(feature_dataset(folder + '/data')[0], folder + '/trained')": "train",
+    "from berg.mni import fnirt_t1_voxels; fnirt_t1_voxels(None, None, np.eye(4), None)": "import",
 }
 
 
@@ -108,12 +110,13 @@ import numpy as np
 from berg.errors import OptionalDependencyError
 folder = {str(tmp_path)!r}
 messages = {{}}
-for extra, call in {EXTRA_CALLS!r}.items():
+for call in {list(EXTRA_CALLS)!r}:
     try:
         exec(call)
     except OptionalDependencyError as exc:
-        messages[extra] = str(exc)
+        messages[call] = str(exc)
 print(json.dumps(messages))
 """)
     assert set(out) == set(EXTRA_CALLS)
-    assert all(f'pip install "berg[{extra}]"' in message for extra, message in out.items())
+    assert all(f'pip install "berg[{EXTRA_CALLS[call]}]"' in message for call, message in out.items())
+    assert not (tmp_path / "trained").exists()  # and train wrote nothing

@@ -26,6 +26,14 @@ def summarize(metrics: dict[str, np.ndarray], rois: dict[str, np.ndarray]) -> di
     return out
 
 
+def check_report_dependencies(mni: bool) -> None:
+    """Raise :class:`OptionalDependencyError` now (before any training) when the report's plotting packages are
+    missing; ``mni``: the report includes the glass-brain map."""
+    import_optional("matplotlib.figure", "train", "training reports")
+    if mni:
+        import_optional("nilearn.plotting", "train", "the glass-brain map of training reports")
+
+
 def _figure(figsize: tuple[float, float]):
     """A new ``matplotlib.figure.Figure`` (no pyplot: the caller's backend and figure list stay untouched)."""
     return import_optional("matplotlib.figure", "train", "training reports").Figure(figsize=figsize)
