@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import validation
+from ._optional import import_optional
 from .errors import InvalidDataError
 
 
@@ -193,13 +194,12 @@ def plot_similarity(similarity, tr: float | None = None, boundaries=None, title:
     -------
     matplotlib.figure.Figure
     """
-    import matplotlib.pyplot as plt
-
     sim = np.asarray(similarity, dtype=np.float64)
     if sim.ndim != 2 or sim.shape[0] != sim.shape[1]:
         raise InvalidDataError(f"similarity must be a square matrix; got shape {sim.shape}.")
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5, 4.5))
+    if ax is None:  # a pyplot-free Figure: the caller's backend and figure list stay untouched
+        fig = import_optional("matplotlib.figure", "plot", "plot_similarity").Figure(figsize=(5, 4.5))
+        ax = fig.subplots()
     else:
         fig = ax.figure
     scale = tr if tr else 1.0

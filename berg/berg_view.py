@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from .metadata import split_accuracy
 from .storage.native import SubjectMetadata
 
 #: Accuracy names that hold a noise ceiling (stored by berg as a fraction; BERG's view gives percent).
@@ -50,8 +49,11 @@ def _encoding_models(accuracy: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return view
 
 
-def berg_metadata_view(meta: SubjectMetadata) -> dict[str, Any]:
-    """``{"fmri": {...}, "encoding_models": {...}}`` for one subject, as described in the module docstring."""
+def berg_metadata_view(meta: SubjectMetadata, accuracy: dict[str, np.ndarray]) -> dict[str, Any]:
+    """``{"fmri": {...}, "encoding_models": {...}}`` for one subject, as described in the module docstring.
+
+    ``accuracy`` is the subject's accuracy, ``{name: (n_voxels,) fraction}``, without fitting hyper-parameters.
+    """
     shape = tuple(meta.info["volume_shape"])
     fmri: dict[str, Any] = {
         "sub_mask": _mask(meta.voxel_ijk, shape),
@@ -61,4 +63,4 @@ def berg_metadata_view(meta: SubjectMetadata) -> dict[str, Any]:
     if "group_mask_ijk" in meta.arrays:
         fmri["group_mask"] = _mask(meta.arrays["group_mask_ijk"], shape)
         fmri["group_mask_affine"] = _affine(meta.info.get("group_affine", meta.info.get("affine")))
-    return {"fmri": fmri, "encoding_models": _encoding_models(split_accuracy(meta.accuracy())[0])}
+    return {"fmri": fmri, "encoding_models": _encoding_models(accuracy)}

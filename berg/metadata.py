@@ -189,7 +189,7 @@ class ModelMetadata(Mapping):
 
         if self.stored is None:
             raise KeyError(f"BERG's view exists for subject models only (subject={self.subject!r})")
-        return berg_metadata_view(self.stored)
+        return berg_metadata_view(self.stored, split_accuracy(self.stored.accuracy())[0])
 
     def copy(self) -> "ModelMetadata":
         """A deep copy: nothing in it is shared with this one."""

@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse
 from scipy.ndimage import gaussian_filter
 
+from ._optional import import_optional
 from .storage.native import metadata_paths, subject_tag
 
 HEMISPHERES = ("LH", "RH")
@@ -64,8 +65,9 @@ def fnirt_t1_voxels(coeff_img, t1_img, premat: np.ndarray, ref_img) -> np.ndarra
     (*ref_shape, 3) int64 array
         T1 voxel indices; they may fall outside the T1 grid.
     """
-    from fsl.data.image import Image
-    from fsl.transform import fnirt, nonlinear
+    fnirt, nonlinear, image = (import_optional(f"fsl.{name}", "import", "the FNIRT warp to MNI")
+                               for name in ("transform.fnirt", "transform.nonlinear", "data.image"))
+    Image = image.Image
 
     ref = Image(np.zeros(ref_img.shape[:3], np.float32), xform=ref_img.affine)
     # FNIRT's source image is the T1 cropped by premat; only its affine matters for the transform

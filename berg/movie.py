@@ -7,7 +7,7 @@ The time axis, in seconds from the film's first frame:
   Video models see sliding clips of ``clip_s`` seconds every ``stride_s`` seconds; a clip is stamped at its
   centre ``c`` and stands for ``[c - stride_s / 2, c + stride_s / 2)``.
 * Each sample's response is held over its interval (zero before the film and after it), convolved with the
-  HRF (nilearn's "spm" or "glover" kernel, unit area) on a grid of TR / 50, low-passed against aliasing
+  HRF (the "spm" or "glover" kernel of :mod:`berg.hrf`, as nilearn's, unit area) on a grid of TR / 50, low-passed against aliasing
   (5th-order Butterworth at the scan Nyquist frequency 1 / (2 TR), run forward and backward: zero phase),
   and read at the acquisition times ``t_k = (k + slice_time_ref) * TR``, ``k = 0 .. n_scans - 1``.
   For a single event this equals nilearn's ``compute_regressor`` up to the low-pass and grid quantisation.
@@ -38,6 +38,7 @@ from . import baselines as _baselines
 from . import sinks
 from . import validation
 from .errors import InvalidArgumentError
+from .hrf import hrf_kernel
 from .video import clip_plan, iter_clips, iter_frames, probe
 
 log = logging.getLogger(__name__)
@@ -123,9 +124,7 @@ def _kernel_cdf(tr: float, hrf: str | None) -> tuple[float, float, np.ndarray]:
     if hrf is None:
         h = np.ones(1)
     else:
-        from nilearn.glm.first_level import glover_hrf, spm_hrf
-
-        h = (spm_hrf if hrf == "spm" else glover_hrf)(tr, OVERSAMPLING)
+        h = hrf_kernel(hrf, tr, OVERSAMPLING)
     pad = _LOWPASS_PAD_TR * OVERSAMPLING
     x = np.zeros(2 * pad + h.size)
     x[pad:pad + h.size] = h / h.sum()

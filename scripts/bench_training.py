@@ -2,7 +2,8 @@
 15 alphas, 5-fold CV (plus 100 test stimuli shown 3 times), through :func:`berg.training.train`.
 
 ``run(quick)`` returns seconds and peak RSS of the training process (data generation excluded);
-``--compare`` also times the ridge CV alone against himalaya's ``RidgeCV`` (numpy and torch backends).
+``--compare`` also times the ridge CV alone against himalaya's ``RidgeCV`` (numpy and torch backends; himalaya is
+in no extra of berg: ``pip install himalaya`` first).
 Usage: python scripts/bench_training.py [--quick] [--compare]
 """
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 import berg
 from berg import BERG
-from conftest import write_test_model
+from _support import write_test_model
 
 
 def _reference_features(images_hwc: np.ndarray) -> np.ndarray:
@@ -77,21 +77,19 @@ def test_pil_and_file_inputs(tiny_model, berg_dir, images, tmp_path):
     ({"roi": None, "voxels": np.arange(60) % 2 == 0}, lambda r: np.arange(0, 60, 2)),
     (None, lambda r: np.arange(60)),
 ], ids=["roi", "roi-list-union", "roi-duplicate", "voxel-mask", "roi-none-uses-voxels", "whole-brain"])
-def test_selection_picks_exact_columns(tiny_model, berg_dir, images, selection, rows):
-    full = berg.get_encoding_model("test-resnet18", subject=1, device="cpu", backbone_weights=None, berg_dir=berg_dir)
+def test_selection_picks_exact_columns(shared_tiny_model, shared_model, images, selection, rows):
     part = berg.get_encoding_model("test-resnet18", subject=1, selection=selection, device="cpu",
-                                   backbone_weights=None, berg_dir=berg_dir)
-    want_cols = rows(tiny_model[1]["rois"])
+                                   backbone_weights=None, berg_dir=shared_tiny_model["berg_dir"])
+    want_cols = rows(shared_tiny_model[1]["rois"])
     got, meta = berg.encode(part, images[:2], return_metadata=True)
-    np.testing.assert_allclose(got, berg.encode(full, images[:2])[:, want_cols], atol=1e-5)
-    np.testing.assert_array_equal(meta["voxel_ijk"], tiny_model[1]["voxel_ijk"][want_cols])
-    lA = set(tiny_model[1]["rois"]["lA"])
+    np.testing.assert_allclose(got, berg.encode(shared_model, images[:2])[:, want_cols], atol=1e-5)
+    np.testing.assert_array_equal(meta["voxel_ijk"], shared_tiny_model[1]["voxel_ijk"][want_cols])
+    lA = set(shared_tiny_model[1]["rois"]["lA"])
     np.testing.assert_array_equal(meta["roi_columns"].get("lA", []), [i for i, v in enumerate(want_cols) if v in lA])
 
 
-def test_to_nifti_puts_each_value_at_its_voxel(tiny_model, berg_dir, images):
-    model = berg.get_encoding_model("test-resnet18", subject=1, device="cpu", backbone_weights=None, berg_dir=berg_dir)
-    responses, meta = berg.encode(model, images, return_metadata=True)
+def test_to_nifti_puts_each_value_at_its_voxel(shared_model, images):
+    responses, meta = berg.encode(shared_model, images, return_metadata=True)
     img4d = berg.to_nifti(responses, meta)
     img3d = berg.to_nifti(responses[1], meta)
     assert img4d.shape == (6, 7, 5, 3) and img3d.shape == (6, 7, 5)
@@ -128,7 +126,7 @@ def test_projection_model_matches_chain(berg_dir, images, reference):
     assert np.abs(got - want).max() / np.abs(want).max() <= 1e-5
 
 
-def test_weights_file_with_hash_check(tiny_model, berg_dir, images, tmp_path):
+def test_weights_file_with_hash_check(tiny_model, berg_dir, shared_model, images, tmp_path):
     torch.manual_seed(3)
     state = torchvision.models.resnet18(weights=None).state_dict()
     path = tmp_path / "my-resnet18.pth"
@@ -137,16 +135,14 @@ def test_weights_file_with_hash_check(tiny_model, berg_dir, images, tmp_path):
         berg.get_encoding_model("test-resnet18", subject=1, device="cpu", backbone_weights=path, berg_dir=berg_dir)
     model = berg.get_encoding_model("test-resnet18", subject=1, device="cpu", backbone_weights=path,
                                     verify_hash=False, berg_dir=berg_dir)
-    untrained = berg.get_encoding_model("test-resnet18", subject=1, device="cpu", backbone_weights=None,
-                                        berg_dir=berg_dir)
     assert model.metadata["backbone"]["sha256"] and model.metadata["backbone"]["weights"] == "file"
-    assert not np.allclose(berg.encode(model, images[:1]), berg.encode(untrained, images[:1]))
+    assert not np.allclose(berg.encode(model, images[:1]), berg.encode(shared_model, images[:1]))  # untrained
 
 
-def test_encode_streams_into_out(tiny_model, berg_dir, images, tmp_path):
+def test_encode_streams_into_out(shared_model, images, tmp_path):
     import h5py
 
-    model = berg.get_encoding_model("test-resnet18", subject=1, device="cpu", backbone_weights=None, berg_dir=berg_dir)
+    model = shared_model
     want = berg.encode(model, images)
     with h5py.File(tmp_path / "r.h5", "w") as h5:
         out = h5.create_dataset("r", shape=(3, 60), dtype="f4")

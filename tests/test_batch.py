@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from _batch_support import FILMS, MODEL, job_dict, make_assets, read_outputs
+from _support import FILMS, MODEL, job_dict, make_assets, read_outputs
 
 import berg
 import berg.batch

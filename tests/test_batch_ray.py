@@ -8,9 +8,11 @@ import time
 
 import numpy as np
 import pytest
-from _batch_support import job_dict, make_assets, read_outputs
+from _support import job_dict, make_assets, read_outputs
 
 import berg.batch
+
+pytestmark = pytest.mark.slow  # a local Ray cluster runs every job
 
 RAY = {"actors": 2, "cpus_per_actor": 0.5, "cpus_per_decode": 0.5, "decode_tasks": 1}
 

@@ -17,8 +17,8 @@ from berg.errors import InvalidSelectionError, InvalidSubjectError, ModelFormatE
 from berg.storage.legacy import convert_bmd_legacy, load_legacy_npy
 from berg.storage.native import read_subject_metadata
 from berg.storage.safe_pickle import PickledRecord
-from tests._berg_producer import ROI_FORMS, reference_responses, roi_columns, save_pickled, write_berg_tree
-from tests._s3_support import tiny_card
+from _berg_producer import ROI_FORMS, reference_responses, roi_columns, save_pickled, write_berg_tree
+from _support import packaged_card_data, tiny_card
 
 
 class _GlobalRecorder(pickle.Unpickler):
@@ -252,7 +252,7 @@ def test_full_width_files_through_the_public_api(tmp_path_factory, monkeypatch):
     """The packaged fmri-bmd-s3d card (4,084,096 features, subject 1's 108,219 voxels, 47 ROIs), 4 components."""
     monkeypatch.setenv("BERG_OFFLINE", "1")
     root = tmp_path_factory.mktemp("full")
-    data = berg.describe("fmri-bmd-s3d")
+    data = packaged_card_data("fmri-bmd-s3d")
     data["readout"]["n_components"] = 4
     from berg.cards import validate_card
 

@@ -19,7 +19,7 @@ import berg.fetch
 import berg.movie
 from berg.cli import build_parser, main
 from berg.errors import UnknownModelError
-from _movie_support import FakeModel
+from _support import FakeModel
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from berg import fetch as dl
 from berg.cards import Source
 from berg.errors import OfflineError
 from berg.storage.native import load_arrays, native_complete, projection_path, readout_path
-from tests._berg_producer import write_berg_tree
-from tests._s3_support import BUCKET, REPO, free_port, s3_client, tiny_card, upload_tree
+from _berg_producer import write_berg_tree
+from _support import BUCKET, REPO, free_port, s3_client, tiny_card, upload_tree
 
 SUBJECT_FILES = ["encoding_models_weights/pca_weights.npy", "encoding_models_weights/weights_sub-01.npy",
                  "metadata/metadata_sub-01.npy"]
@@ -147,10 +147,10 @@ def test_offline_with_files_present_makes_no_network_call(bucket, tmp_path, monk
 def test_four_processes_end_with_one_verified_copy(bucket, tmp_path):
     # The package root is stood in for so that each process imports only the distribution code, not torch.
     code = ("import sys, types; pkg = types.ModuleType('berg'); pkg.__path__ = [sys.argv[3]]; sys.modules['berg'] = pkg; "
-            "from berg import fetch as dl; from tests._s3_support import tiny_card; "
+            "from berg import fetch as dl; from _support import tiny_card; "
             "dl.download(tiny_card(), subjects=[1, 2], berg_dir=sys.argv[1], endpoint_url=sys.argv[2], "
             "show_progress=False)")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), bucket["endpoint"], str(REPO / "berg")], cwd=REPO, env=env,
                               stderr=subprocess.PIPE, text=True) for _ in range(4)]
     errors = [p.communicate(timeout=120)[1] for p in procs]

@@ -45,9 +45,9 @@ def test_bad_voxel_masks(tiny_model, berg_dir, mask, phrase):
         _model(berg_dir, selection={"voxels": mask})
 
 
-@pytest.fixture
-def model(tiny_model, berg_dir):
-    return _model(berg_dir)
+@pytest.fixture(scope="module")
+def model(shared_tiny_model):
+    return _model(shared_tiny_model["berg_dir"])
 
 
 @pytest.mark.parametrize("stimulus, phrase", [
@@ -87,8 +87,8 @@ def test_unreadable_video_file(tmp_path):
         as_stimulus_set([str(bad)], "video", 14)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
-def test_cuda_without_cuda(tiny_model, berg_dir):
+def test_cuda_without_cuda(tiny_model, berg_dir, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # runs the same on a machine with a GPU
     with pytest.raises(errors.InvalidDeviceError, match=r"device='cuda' was requested but CUDA is not available"):
         berg.get_encoding_model("test-resnet18", subject=1, device="cuda", backbone_weights=None, berg_dir=berg_dir)
     with pytest.raises(errors.InvalidDeviceError, match=r"device='tpu' is not valid"):

@@ -9,25 +9,24 @@ import berg
 BF16_RELATIVE_ERROR = 0.05
 
 
-@pytest.fixture
-def reference(tiny_model, berg_dir, images):
-    model = berg.get_encoding_model("test-resnet18", subject=1, device="cpu", backbone_weights=None, berg_dir=berg_dir)
-    return berg.encode(model, images[:2])
+@pytest.fixture(scope="module")
+def reference(shared_model, images):
+    return berg.encode(shared_model, images[:2])
 
 
 def _relative_error(got, want):
     return np.abs(got - want).max() / np.abs(want).max()
 
 
-def test_channels_last_equals_float32(reference, berg_dir, images):
+def test_channels_last_equals_float32(reference, shared_tiny_model, images):
     model = berg.get_encoding_model("test-resnet18", subject=1, device="cpu", backbone_weights=None,
-                                    berg_dir=berg_dir, channels_last=True)
+                                    berg_dir=shared_tiny_model["berg_dir"], channels_last=True)
     assert _relative_error(berg.encode(model, images[:2]), reference) <= 1e-5
 
 
-def test_bfloat16_autocast_within_tolerance(reference, berg_dir, images):
+def test_bfloat16_autocast_within_tolerance(reference, shared_tiny_model, images):
     model = berg.get_encoding_model("test-resnet18", subject=1, device="cpu", backbone_weights=None,
-                                    berg_dir=berg_dir, precision="bfloat16")
+                                    berg_dir=shared_tiny_model["berg_dir"], precision="bfloat16")
     got = berg.encode(model, images[:2])
     assert got.dtype == np.float32 and model.metadata["backbone"]["precision"] == "bfloat16"
     error = _relative_error(got, reference)

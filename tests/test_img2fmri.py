@@ -14,7 +14,7 @@ import torchvision
 
 import berg
 
-from _img2fmri_support import ROIS, Wheel
+from _support import ROIS, Wheel
 from berg.errors import IntegrityError, ModelFormatError, OfflineError, UnsafePickleError
 from berg.storage import img2fmri as importer
 from berg.storage.native import load_arrays, read_subject_metadata, readout_path

@@ -17,8 +17,8 @@ from berg.errors import ModelFormatError, UnsafePickleError
 from berg.storage.legacy import convert_bmd_legacy, load_legacy_npy
 from berg.storage.safe_pickle import PickledRecord
 from berg.storage.native import load_arrays, projection_path, read_subject_metadata, readout_path
-from tests._berg_producer import roi_columns, save_pickled, write_berg_tree
-from tests._s3_support import tiny_card
+from _berg_producer import roi_columns, save_pickled, write_berg_tree
+from _support import tiny_card
 
 
 def _write_object_npy(path, obj, protocol):

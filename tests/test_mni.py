@@ -8,7 +8,7 @@ import torch
 from scipy import stats
 from scipy.ndimage import gaussian_filter
 
-from _img2fmri_support import ROIS, Wheel
+from _support import ROIS, Wheel
 from berg import group_readout, mni
 from berg.errors import InvalidArgumentError, InvalidSelectionError, ModelFormatError
 from berg.storage.native import read_subject_metadata

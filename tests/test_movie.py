@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from _movie_support import FakeModel, flash_video, ramp_level, ramp_video
+from _support import FakeModel, flash_video, ramp_level, ramp_video
 from nilearn.glm.first_level import compute_regressor
 
 import berg
@@ -101,7 +101,7 @@ def test_killed_run_resumes_to_the_same_output_and_never_leaves_partial_final_fi
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from _movie_support import FakeModel
+        from _support import FakeModel
         from berg.movie import predict_movie
         from pathlib import Path
         out = Path({str(killed)!r})
@@ -221,7 +221,7 @@ def test_cli_builds_the_model_and_writes_outputs(tmp_path, flashes, monkeypatch)
         calls.update(kwargs, model_id=model_id)
         return FakeModel()
 
-    monkeypatch.setattr(berg.api, "get_encoding_model", fake_get_encoding_model)
+    monkeypatch.setattr("berg.api.get_encoding_model", fake_get_encoding_model)
     assert cli_main(["movie", "fake-rgb", "--subject", "2", str(flashes), "--tr", "2", "-o", str(tmp_path / "a.tsv"),
                      "-o", str(tmp_path / "a.h5"), "--hrf", "none", "--roi", "lFFA", "--backbone-weights", "untrained",
                      "--rate", "0", "--quiet"]) == 0

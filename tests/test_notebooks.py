@@ -4,6 +4,7 @@ import shutil
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from berg.storage.synthetic import write_synthetic_model
@@ -25,6 +26,7 @@ def _outputs(nb) -> str:
     return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
 
 
+@pytest.mark.slow  # a Jupyter kernel runs the notebook
 def test_quickstart(img2fmri_model_dir, tmp_path):
     berg_dir = tmp_path / "berg_dir"
     shutil.copytree(img2fmri_model_dir, berg_dir / img2fmri_model_dir.relative_to(img2fmri_model_dir.parents[3]))
@@ -36,6 +38,7 @@ def test_quickstart(img2fmri_model_dir, tmp_path):
     assert "(1, 400)" in text  # lFFA and rFFA of the synthetic BMD model: 200 voxels each
 
 
+@pytest.mark.slow  # a Jupyter kernel runs the notebook
 def test_movie(img2fmri_model_dir, monkeypatch, tmp_path):
     monkeypatch.setenv("BERG_HOME", str(img2fmri_model_dir.parents[3]))  # the session's img2fmri import
     nb = run_notebook("movie.ipynb", {}, tmp_path)
@@ -46,6 +49,7 @@ def test_movie(img2fmri_model_dir, monkeypatch, tmp_path):
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 3  # predictors, glass brain, similarity
 
 
+@pytest.mark.slow  # a Jupyter kernel runs the notebook
 def test_training(tmp_path):
     nb = run_notebook("training.ipynb", {}, tmp_path)
     assert "image/png" in "".join(str(o.get("data", {}).keys()) for c in nb.cells for o in c.get("outputs", []))

@@ -11,10 +11,8 @@ from berg.movie import predict_movie
 from berg.storage.img2fmri import import_img2fmri
 from berg.storage.legacy import convert_bmd_legacy
 from berg.training import train
-from tests._berg_producer import write_berg_tree
-from tests._movie_support import FakeModel, flash_video
-from tests._s3_support import tiny_card
-from tests._training_support import feature_dataset
+from _berg_producer import write_berg_tree
+from _support import FakeModel, feature_dataset, flash_video, tiny_card
 
 
 @pytest.fixture()
@@ -44,10 +42,12 @@ def test_converted_bmd_files(tmp_path, umask_022):
     _assert_shared(tmp_path / "model", source_files=files)
 
 
+@pytest.mark.slow  # a full img2fmri import, warp included
 def test_imported_img2fmri_model(img2fmri_wheel, tmp_path, umask_022):
     _assert_shared(import_img2fmri(tmp_path / "berg", wheel=img2fmri_wheel))
 
 
+@pytest.mark.slow  # trains a model
 def test_trained_model(tmp_path, umask_022):
     spec, _ = feature_dataset(tmp_path / "data")
     train(spec, tmp_path / "berg")

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from berg.video import write_synthetic_video
 
@@ -19,6 +20,7 @@ def readme_blocks() -> list[tuple[bool, str]]:
     return [(bool(m.group(1)), m.group(2)) for m in _BLOCK.finditer(README.read_text())]
 
 
+@pytest.mark.slow  # every README example, films included
 def test_readme_python_examples_run(tmp_path, monkeypatch):
     blocks = readme_blocks()
     runnable = [code for needs_network, code in blocks if not needs_network]

@@ -63,15 +63,14 @@ def test_capacity_follows_the_bound():
 
 
 @pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf"), "big", True, None])
-def test_bad_readout_mb(tiny_model, berg_dir, images, value):
-    model = berg.get_encoding_model("test-resnet18", subject=1, device="cpu", backbone_weights=None, berg_dir=berg_dir)
+def test_bad_readout_mb(shared_model, images, value):
     with pytest.raises(berg.BergError, match=rf"readout_mb={value!r} is not valid: expected a finite number > 0 \(MiB\)"):
-        berg.encode(model, images[:1], readout_mb=value)
+        berg.encode(shared_model, images[:1], readout_mb=value)
 
 
 @pytest.mark.parametrize("n_components", [None, 8], ids=["ridge", "scaler-svd-linear"])
 def test_encode_readout_batches_change_no_response(berg_dir, n_components):
-    from conftest import write_test_model
+    from _support import write_test_model
 
     write_test_model(berg_dir, n_components=n_components)
     model = berg.get_encoding_model("test-resnet18", subject=1, device="cpu", backbone_weights=None, berg_dir=berg_dir)
@@ -99,7 +98,7 @@ def test_encode_readout_batches_change_no_response(berg_dir, n_components):
 
 
 def test_movie_pairs_readout_batches_with_their_samples(tiny_model, berg_dir, tmp_path):
-    from _movie_support import ramp_video
+    from _support import ramp_video
 
     from berg.movie import predict_movie
     from berg.video import iter_frames

@@ -7,7 +7,9 @@ import torch
 import berg
 from berg.backbones import build_feature_extractor
 from berg.registry import get_card
-from conftest import write_test_model
+from _support import write_test_model
+
+pytestmark = pytest.mark.slow  # full-size S3D
 
 CLIP = np.random.default_rng(2).integers(0, 256, size=(1, 20, 3, 120, 160), dtype=np.uint8)
 

@@ -19,4 +19,5 @@ def test_catalogue_calls_do_not_import_torch():
 def test_every_public_name_resolves():
     for name in berg.__all__:
         assert getattr(berg, name) is not None, name
-    assert berg.encode is __import__("berg.encoder", fromlist=["encode"]).encode
+    for name in ("BERG", "list_models", "get_encoding_model", "encode", "get_model_metadata", "to_nifti"):
+        assert name in berg.__all__ and callable(getattr(berg, name)) and getattr(berg, name).__doc__, name

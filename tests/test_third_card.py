@@ -20,7 +20,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 
 import berg
 from berg.training import make_synthetic, train, write_dataset
-from tests._s3_support import REPO, free_port, s3_client
+from _support import REPO, free_port, s3_client
 
 MODEL_ID = "fmri-synthetic-alexnet"
 NODES = ["features.5", "features.12"]

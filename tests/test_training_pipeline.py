@@ -17,7 +17,7 @@ from berg.cli import main as cli_main
 from berg.errors import MissingFilesError
 from berg.training import DatasetError, train
 
-from _training_support import feature_dataset, files_under, image_dataset
+from _support import feature_dataset, files_under, image_dataset
 
 
 @pytest.fixture
@@ -51,6 +51,7 @@ def test_response_and_trial_counts_differ(feature_spec, tmp_path):
     _fails(spec, tmp_path / "berg", DatasetError, r"has \d+ trials but the responses hold \d+ trials")
 
 
+@pytest.mark.slow  # trains a model
 def test_test_stimuli_without_repeats(tmp_path):
     spec, _ = feature_dataset(tmp_path / "data", n_test=10, test_repeats=1)
     _fails(spec, tmp_path / "berg", DatasetError, "none of the 10 test stimuli has repeats")
@@ -132,6 +133,7 @@ def test_package_and_report(feature_spec, tmp_path):
     assert "alpha" not in meta["accuracy"] and meta["fitting"]["alpha"].shape == (meta["n_voxels"],)
 
 
+@pytest.mark.slow  # trains, saves, loads and encodes
 def test_train_save_load_encode_reproduces_predictions(tmp_path):
     spec, data, images = image_dataset(tmp_path / "data")
     berg_dir = tmp_path / "berg"
@@ -188,6 +190,7 @@ def test_nifti_responses_train_like_hdf5(feature_spec, tmp_path):
     assert not (from_nifti.report_dir / "glass_brain_r.png").exists()
 
 
+@pytest.mark.slow  # trains on ResNet-18 features of image files
 def test_image_files_train_like_an_array(tmp_path):
     from PIL import Image
 

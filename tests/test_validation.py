@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _movie_support import FakeModel, flash_video
-from conftest import write_test_model
+from _support import FakeModel, flash_video, write_test_model
 
 import berg
 from berg import validation

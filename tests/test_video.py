@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from _movie_support import ramp_index, ramp_level, ramp_video
+from _support import ramp_index, ramp_level, ramp_video
 
 from berg import baselines
 from berg.errors import BergError, InvalidArgumentError, InvalidStimulusError

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import nibabel as nib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import nibabel as nib  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .._io import atomic_path, write_json  # noqa: E402
-from .metrics import ACCURACY_UNITS  # noqa: E402
+from .._io import atomic_path, write_json
+from .._optional import import_optional
+from .metrics import ACCURACY_UNITS
 
 
 def summarize(metrics: dict[str, np.ndarray], rois: dict[str, np.ndarray]) -> dict[str, dict]:
@@ -29,10 +26,22 @@ def summarize(metrics: dict[str, np.ndarray], rois: dict[str, np.ndarray]) -> di
     return out
 
 
+def check_report_dependencies(mni: bool) -> None:
+    """Raise :class:`OptionalDependencyError` now (before any training) when the report's plotting packages are
+    missing; ``mni``: the report includes the glass-brain map."""
+    import_optional("matplotlib.figure", "train", "training reports")
+    if mni:
+        import_optional("nilearn.plotting", "train", "the glass-brain map of training reports")
+
+
+def _figure(figsize: tuple[float, float]):
+    """A new ``matplotlib.figure.Figure`` (no pyplot: the caller's backend and figure list stay untouched)."""
+    return import_optional("matplotlib.figure", "train", "training reports").Figure(figsize=figsize)
+
+
 def _save(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
 
 
 def write_report(folder: str | Path, metrics: dict[str, np.ndarray], rois: dict[str, np.ndarray],
@@ -57,7 +66,8 @@ def write_report(folder: str | Path, metrics: dict[str, np.ndarray], rois: dict[
     write_json(folder / "summary.json", summary)
     shown = [k for k in ("correlation", "noise_ceiling", "explained_variance", "coefficient_of_determination")
              if k in metrics]
-    fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.2), squeeze=False)
+    fig = _figure((4 * len(shown), 3.2))
+    axes = fig.subplots(1, len(shown), squeeze=False)
     for ax, key in zip(axes[0], shown):
         ax.hist(metrics[key], bins=50, color="0.3")
         ax.set_xlabel(key.replace("_", " "))
@@ -65,7 +75,8 @@ def write_report(folder: str | Path, metrics: dict[str, np.ndarray], rois: dict[
     fig.tight_layout()
     _save(fig, folder / "histograms.png")
     if "noise_ceiling" in metrics:
-        fig, ax = plt.subplots(figsize=(4.2, 4))
+        fig = _figure((4.2, 4))
+        ax = fig.subplots()
         ax.scatter(np.sqrt(metrics["noise_ceiling"]), metrics["correlation"], s=3, alpha=0.4, color="k")
         ax.plot([0, 1], [0, 1], "r--", lw=1, label="r = sqrt(noise ceiling)")
         ax.set_xlabel("sqrt(noise ceiling)  (best achievable r)")
@@ -74,13 +85,11 @@ def write_report(folder: str | Path, metrics: dict[str, np.ndarray], rois: dict[
         fig.tight_layout()
         _save(fig, folder / "r_vs_noise_ceiling.png")
     if mni:
-        from nilearn import plotting
-
+        plotting = import_optional("nilearn.plotting", "train", "the glass-brain map of training reports")
         vol = np.zeros(tuple(grid_shape), dtype=np.float32)
         vol[tuple(np.asarray(voxel_ijk).T)] = metrics["correlation"]
-        display = plotting.plot_glass_brain(nib.Nifti1Image(vol, affine), colorbar=True, plot_abs=False,
-                                            title="test r")
-        with atomic_path(folder / "glass_brain_r.png") as tmp:
-            display.savefig(str(tmp), dpi=100)
-        display.close()
+        fig = _figure((8.5, 2.6))  # three 2.6-inch projections and a colour bar
+        plotting.plot_glass_brain(nib.Nifti1Image(vol, affine), figure=fig, colorbar=True, plot_abs=False,
+                                  title="test r")
+        _save(fig, folder / "glass_brain_r.png")
     return summary

@@ -19,7 +19,7 @@ from .dataset import Dataset, load_dataset
 from .features import extract_features
 from .metrics import ACCURACY_UNITS, accuracy_metrics, averaged_responses, noise_ceiling
 from .package import trained_card, write_model
-from .report import write_report
+from .report import check_report_dependencies, write_report
 from .ridge import DEFAULT_ALPHAS, fit_projection, fit_ridge_cv
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,7 @@ def train(spec_path: str | Path, berg_dir: str | Path | None = None) -> TrainRes
     t0 = time.perf_counter()
     berg_dir = Path(berg_dir) if berg_dir is not None else default_berg_dir()
     ds = load_dataset(spec_path)
+    check_report_dependencies(ds.spec.get("space") == "MNI152")
     spec, fit = ds.spec, dict(ds.spec.get("fit") or {})
     card = template_card(spec, berg_dir)
     feats, weights_identity = dataset_features(ds, card, berg_dir, fit)
