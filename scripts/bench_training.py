@@ -69,7 +69,7 @@ def run(quick: bool = False, compare: bool = False) -> dict:
         rng = np.random.default_rng(0)
         feats = rng.standard_normal((n_train + 100, 64)) @ rng.standard_normal((64, 512))
         data = make_synthetic(n_train=n_train, n_test=100, n_voxels=n_vox, test_repeats=3, features=feats)
-        spec = write_dataset(data, Path(tmp) / "data",
+        spec = write_dataset(data, Path(tmp) / "data", template="fmri-bold5000-resnet18",
                              fit={"n_components": n_comp, "alphas": np.logspace(-1, 6, 15).tolist(), "n_folds": 5})
         del data
         out["train"] = _in_child(_train_child, str(spec), str(Path(tmp) / "berg"))

@@ -374,4 +374,5 @@ def feature_dataset(folder: Path, n_train: int = 60, n_test: int = 20, n_voxels:
     data = make_synthetic(n_train=n_train, n_test=n_test, n_voxels=n_voxels, test_repeats=test_repeats,
                           features=feats, seed=2)
     options.setdefault("fit", {"n_components": n_latent, "n_folds": 3})
+    options.setdefault("template", "fmri-bold5000-resnet18")
     return write_dataset(data, folder, **options), data

@@ -156,7 +156,7 @@ def _voxel_ijk(n_voxels: int) -> np.ndarray:
 
 
 def write_dataset(data: SyntheticData, folder: str | Path, name: str = "synthetic", stimuli: np.ndarray | None = None,
-                  template: str = "fmri-bold5000-resnet18", **options) -> Path:
+                  *, template: str, **options) -> Path:
     """Write a dataset spec and its files into ``folder``; return the spec's path.
 
     Parameters
