@@ -164,7 +164,10 @@ class BERG:
     def list_models(self) -> list[str]:
         return list_models(berg_dir=self.berg_dir)
 
-    def get_model_catalog(self, *, print_format: bool = False) -> dict[str, dict]:
+    # The facade keeps BERG's positional order (``get_model_catalog(print_format)``,
+    # ``get_encoding_model(model_id, device, selection)``, ``encode(model, stimulus, return_metadata)``) so that
+    # BERG code runs unchanged; the module-level functions take keywords after the first arguments.
+    def get_model_catalog(self, print_format: bool = False) -> dict[str, dict]:
         return get_model_catalog(print_format=print_format, berg_dir=self.berg_dir)
 
     def describe(self, model_id: str) -> dict[str, Any]:
@@ -173,8 +176,8 @@ class BERG:
     def get_model_metadata(self, model_id: str, *, subject: int | str) -> ModelMetadata:
         return get_model_metadata(model_id, subject=subject, berg_dir=self.berg_dir)
 
-    def get_encoding_model(self, model_id: str, *, subject: int | str, selection: dict | None = None,
-                           device: str = "auto", **options) -> EncodingModel:
+    def get_encoding_model(self, model_id: str, device: str = "auto", selection: dict | None = None, *,
+                           subject: int | str, **options) -> EncodingModel:
         return get_encoding_model(model_id, subject=subject, selection=selection, device=device,
                                   berg_dir=self.berg_dir, **options)
 
@@ -182,11 +185,11 @@ class BERG:
         return download(model_id, subjects, self.berg_dir, **options)
 
     @staticmethod
-    def encode(model: EncodingModel, stimulus, **options):
+    def encode(model: EncodingModel, stimulus, return_metadata: bool = False, **options):
         """:func:`berg.encode`: in-silico responses of ``model`` to ``stimulus``."""
         from .encoder import encode
 
-        return encode(model, stimulus, **options)
+        return encode(model, stimulus, return_metadata=return_metadata, **options)
 
     @staticmethod
     def predict_movie(model: EncodingModel, video, *, tr: float, **options):

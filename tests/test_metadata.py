@@ -153,8 +153,9 @@ def test_forward_and_to_agree_with_predict(model, images):
 @pytest.mark.parametrize("function, n_positional", [
     (berg.get_encoding_model, 1), (berg.encode, 2), (berg.predict_movie, 2), (berg.to_nifti, 2),
     (berg.get_model_metadata, 1), (berg.describe, 1), (berg.list_models, 0), (berg.get_model_catalog, 0),
-    (berg.BERG.get_encoding_model, 2), (berg.BERG.get_model_metadata, 2), (berg.BERG.encode, 2),
-    (berg.BERG.predict_movie, 2), (berg.BERG.get_model_catalog, 1),
+    (berg.BERG.get_model_metadata, 2), (berg.BERG.predict_movie, 2),
+    # BERG's own positional order, so that BERG code runs unchanged
+    (berg.BERG.get_encoding_model, 4), (berg.BERG.encode, 3), (berg.BERG.get_model_catalog, 2),
 ])
 def test_public_functions_take_keywords_after_the_first_arguments(function, n_positional):
     params = list(inspect.signature(function).parameters.values())
@@ -165,6 +166,11 @@ def test_public_functions_take_keywords_after_the_first_arguments(function, n_po
 def test_keyword_only_is_enforced(model, images, tiny_model, berg_dir):
     with pytest.raises(TypeError):
         berg.encode(model, images, True)
+    facade = berg.BERG(berg_dir)  # BERG's positional order: device and selection, then return_metadata
+    same = facade.get_encoding_model("test-resnet18", "cpu", None, subject=1, backbone_weights=None)
+    responses, metadata = facade.encode(same, images, True, show_progress=False)
+    np.testing.assert_allclose(responses, berg.encode(model, images, show_progress=False), rtol=1e-5, atol=1e-6)
+    assert metadata["model_id"] == "test-resnet18"
     with pytest.raises(TypeError):
         berg.get_model_metadata("test-resnet18", 1, berg_dir)
 
