@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import registry, validation
 from .cards import ModelCard
-from .config import default_berg_dir
+from .config import PRECISIONS, default_berg_dir
 from .errors import InvalidArgumentError
 from .fetch import download, ensure_model_files
 from .metadata import ModelMetadata, column_fields
@@ -17,8 +17,6 @@ from .storage.native import metadata_paths, read_subject_metadata
 
 if TYPE_CHECKING:  # torch loads with the first model, not with the API
     from .encoder import EncodingModel
-
-PRECISIONS = ("float32", "bfloat16", "float16")
 
 
 def _dir(berg_dir) -> Path:

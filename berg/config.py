@@ -1,4 +1,5 @@
-"""Where berg keeps its files, and whether it may use the network (environment variables)."""
+"""berg's settings: where it keeps its files, whether it may use the network (environment variables), and the
+precisions a backbone may run in."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from importlib import metadata
 from pathlib import Path
 
 import platformdirs
+
+#: Backbone precisions (autocast dtype names; the readout always runs in float32).
+PRECISIONS = ("float32", "bfloat16", "float16")
 
 
 def default_berg_dir() -> Path:

@@ -23,7 +23,7 @@ from .storage.native import (load_arrays, load_tensors, native_paths, projection
                              readout_path, require_files)
 
 DEFAULT_BATCH_SIZE = {"image": 32, "video": 2}
-PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+AUTOCAST_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}  # config.PRECISIONS
 
 
 class EncodingModel(torch.nn.Module):
@@ -46,7 +46,7 @@ class EncodingModel(torch.nn.Module):
         self.card, self.subject = card, subject
         self.extractor, self.readout = extractor, readout
         self._metadata = metadata
-        self.autocast_dtype = PRECISIONS[precision]
+        self.autocast_dtype = AUTOCAST_DTYPES[precision]
         self.eval()
 
     @property

@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 from .. import validation
-from ..api import PRECISIONS
+from ..config import PRECISIONS
 from ..errors import InvalidArgumentError, JobError, close_matches
 from ..registry import get_card
 

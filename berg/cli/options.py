@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import PRECISIONS
 from ..errors import InvalidArgumentError
-
-PRECISIONS = ("float32", "bfloat16", "float16")
 
 
 def subject_arg(text: str) -> int | str:
