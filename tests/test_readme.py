@@ -34,3 +34,11 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
         exec(compile(code, str(README), "exec"), namespace)
     assert namespace["result"].bold.shape[1] == namespace["model"].n_outputs
     assert {"pred.nii.gz", "pred.h5", "pred.tsv"} <= {p.name for p in tmp_path.iterdir()}
+
+
+def test_ci_runs_the_readme_set_up_and_test_commands():
+    section = README.read_text().split("## Set up", 1)[1]
+    commands = re.search(r"```bash\n(.*?)```", section, re.S).group(1).strip().splitlines()
+    ci_lines = (README.parent / ".ci" / "run").read_text().splitlines()
+    assert commands == ['python -m pip install -e ".[dev]" && berg import-img2fmri', "python -m pytest -q"]
+    assert all(command in ci_lines for command in commands), commands
