@@ -13,7 +13,7 @@ from .errors import InvalidArgumentError
 from .fetch import download, ensure_model_files
 from .metadata import ModelMetadata, column_fields
 from .selection import check_selection, resolve_selection
-from .storage.native import metadata_paths, read_subject_metadata
+from .storage.native import metadata_paths, read_subject_metadata, require_files
 
 if TYPE_CHECKING:  # torch loads with the first model, not with the API
     from .encoder import EncodingModel
@@ -78,8 +78,6 @@ def get_model_metadata(model_id: str, *, subject: int | str, berg_dir: str | os.
         nested view, ``meta["fmri"]`` and ``meta["encoding_models"]``, with BERG's values and units (see
         :mod:`berg.berg_view`).
     """
-    from .storage.native import require_files
-
     berg_dir = _dir(berg_dir)
     card, subject = _checked_request(model_id, subject, None, berg_dir)
     ensure_model_files(card, berg_dir, subject)
@@ -87,7 +85,7 @@ def get_model_metadata(model_id: str, *, subject: int | str, berg_dir: str | os.
     require_files(list(metadata_paths(model_dir, subject)), card, subject)
     meta = read_subject_metadata(model_dir, subject)
     whole_brain = resolve_selection(None, meta, has_whole_brain=True)
-    return ModelMetadata.build(**column_fields(card, subject, meta, whole_brain), card_space=card.data["space"])
+    return ModelMetadata.build(**column_fields(card, subject, meta, whole_brain), card_space=card.space.as_dict())
 
 
 def get_encoding_model(model_id: str, *, subject: int | str, selection: dict | None = None, device: str = "auto",

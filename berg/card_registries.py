@@ -55,5 +55,5 @@ def format_reader(name: str) -> FormatReader:
 
 
 def group_space_builder(kind: str) -> Any:
-    """The builder of the group-level readout of kind ``kind``: ``(card, model_dir, selection, sigma)``."""
+    """The builder of the group-level readout of kind ``kind``: ``(card, model_dir, selection, sigma_mm)``."""
     return _resolve(GROUP_SPACES, kind, "group.kind")

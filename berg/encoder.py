@@ -72,7 +72,7 @@ class EncodingModel(torch.nn.Module):
     @property
     def n_frames(self) -> int | None:
         """Frames per clip for video models, else None."""
-        return self.card.data["stimulus"].get("n_frames")
+        return self.card.stimulus.n_frames
 
     def __repr__(self) -> str:
         return (f"EncodingModel({self.card.model_id!r}, subject={self.subject!r}, n_outputs={self.n_outputs}, "
@@ -187,11 +187,11 @@ def encode(model: EncodingModel, stimulus, *, return_metadata: bool = False, sho
     if not isinstance(model, EncodingModel):
         raise InvalidArgumentError(f"model={type(model).__name__} is not valid: pass an EncodingModel from "
                                    "berg.get_encoding_model")
-    kind = model.card.stimulus_kind
+    kind = model.stimulus_kind
     batch_size = validation.integer("batch_size", batch_size, minimum=1, allow_none=True) or DEFAULT_BATCH_SIZE[kind]
     validation.flag("return_metadata", return_metadata)
     validation.flag("show_progress", show_progress)
-    stimuli = as_stimulus_set(stimulus, kind, model.card.stimulus.n_frames)
+    stimuli = as_stimulus_set(stimulus, kind, model.n_frames)
     if out is None:
         responses = np.empty((stimuli.n, model.n_outputs), dtype=np.float32)
     elif tuple(getattr(out, "shape", ())) != (stimuli.n, model.n_outputs):
@@ -223,8 +223,6 @@ def encode(model: EncodingModel, stimulus, *, return_metadata: bool = False, sho
     return (responses, model.metadata) if return_metadata else responses
 
 
-
-
 def _subject_readout(card: ModelCard, model_dir: Path, arrays: Mapping[str, np.ndarray], sel: Selection,
                      node_dims: Mapping[str, int]) -> Readout:
     prefix = "whole_brain." if sel.whole_brain else ""
@@ -236,11 +234,6 @@ def _subject_readout(card: ModelCard, model_dir: Path, arrays: Mapping[str, np.n
         projection = {n: shared[f"weight.{n}"] for n in node_dims}
         projection_bias = shared["bias"]
     return Readout(weight, bias, node_dims, projection, projection_bias)
-
-
-def node_dims(card: ModelCard) -> dict[str, int]:
-    """Flattened feature size of every return node (the card's ``backbone.feature_sizes``)."""
-    return card.backbone.feature_sizes
 
 
 def _group_model(card: ModelCard, model_dir: Path, selection, sigma_mm: float | None
@@ -257,7 +250,7 @@ def _subject_model(card: ModelCard, model_dir: Path, subject: int, selection) ->
     meta = read_subject_metadata(model_dir, subject)
     arrays = load_arrays(readout_path(model_dir, subject))
     sel = resolve_selection(selection, meta, has_whole_brain="whole_brain.bias" in arrays)
-    readout = _subject_readout(card, model_dir, arrays, sel, node_dims(card))
+    readout = _subject_readout(card, model_dir, arrays, sel, card.backbone.feature_sizes)
     return readout, column_fields(card, subject, meta, sel)
 
 

@@ -26,6 +26,7 @@ from .mni import (HEMISPHERES, MASK_SIGMA_MM, MASK_THRESHOLD, gaussian_weights, 
 from .readout import Readout
 from .storage.native import load_arrays, native_paths, read_subject_metadata, readout_path, require_files
 
+
 def check_rois(rois, valid: Sequence[str]) -> tuple[str, ...]:
     """Chosen ROI names in the filling order of ``valid`` (the card's group ROIs); ``None`` means all of them."""
     if rois is None:
@@ -114,8 +115,8 @@ def _thresholded_smooth(flat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.ravel_multi_index(tuple(keep.T), shape)
 
 
-def group_readout(model_dir: str | Path, rois: Sequence[str], sigma_mm: float = 1.0,
-                  subjects: Sequence[int] = (1, 2, 3)) -> GroupReadout:
+def group_readout(model_dir: str | Path, rois: Sequence[str], sigma_mm: float = 1.0, *,
+                  subjects: Sequence[int]) -> GroupReadout:
     """Fold img2fmri's group pipeline up to the z-scoring into one affine map per subject.
 
     Parameters
@@ -128,6 +129,7 @@ def group_readout(model_dir: str | Path, rois: Sequence[str], sigma_mm: float = 
     sigma_mm : float
         Gaussian smoothing sigma in mm (0: none). The overlap mask always uses 1 mm, as img2fmri does.
     subjects : sequence of int
+        The subjects summed (the card's ``subjects``).
 
     Returns
     -------
@@ -209,11 +211,11 @@ def _mean_std(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, (mean_square - mean.square()).clamp_min_(0).sqrt_()
 
 
-def build_group_model(card: ModelCard, model_dir: Path, selection, sigma: float | None
+def build_group_model(card: ModelCard, model_dir: Path, selection, sigma_mm: float | None
                       ) -> tuple[Readout, dict[str, Any]]:
     """The group-level readout of ``card`` (its ``group`` section) and its column metadata.
 
-    ``selection`` is None or ``{"roi": name or [names]}`` among the card's group ROIs; ``sigma`` the smoothing
+    ``selection`` is None or ``{"roi": name or [names]}`` among the card's group ROIs; ``sigma_mm`` the smoothing
     in mm (default: the card's ``group.sigma_mm``).
     """
     group_spec = card.group
@@ -225,7 +227,7 @@ def build_group_model(card: ModelCard, model_dir: Path, selection, sigma: float 
         raise InvalidSelectionError(f"selection={dict(selection)!r} is not valid for subject='group': "
                                     "use {'roi': name or [names]} or None")
     chosen = check_rois(selection.get("roi"), group_spec.rois)
-    group = group_readout(model_dir, rois=chosen, sigma_mm=group_spec.sigma_mm if sigma is None else sigma,
+    group = group_readout(model_dir, rois=chosen, sigma_mm=group_spec.sigma_mm if sigma_mm is None else sigma_mm,
                           subjects=card.subjects)
     readout = Readout(torch.from_numpy(group.weight), torch.from_numpy(group.bias), card.backbone.feature_sizes,
                       post=functools.partial(group_zscore, segments=group.segments))

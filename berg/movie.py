@@ -7,8 +7,9 @@ The time axis, in seconds from the film's first frame:
   Video models see sliding clips of ``clip_s`` seconds every ``stride_s`` seconds; a clip is stamped at its
   centre ``c`` and stands for ``[c - stride_s / 2, c + stride_s / 2)``.
 * Each sample's response is held over its interval (zero before the film and after it), convolved with the
-  HRF (the "spm" or "glover" kernel of :mod:`berg.hrf`, as nilearn's, unit area) on a grid of TR / 50, low-passed against aliasing
-  (5th-order Butterworth at the scan Nyquist frequency 1 / (2 TR), run forward and backward: zero phase),
+  HRF (the "spm" or "glover" kernel of :mod:`berg.hrf`, as nilearn's, unit area) on a grid of TR / 50, low-passed
+  against aliasing (5th-order Butterworth at the scan Nyquist frequency 1 / (2 TR), run forward and backward:
+  zero phase),
   and read at the acquisition times ``t_k = (k + slice_time_ref) * TR``, ``k = 0 .. n_scans - 1``.
   For a single event this equals nilearn's ``compute_regressor`` up to the low-pass and grid quantisation.
 
@@ -208,9 +209,9 @@ def _answered(batches: Iterator[tuple[np.ndarray, object, dict]], predict_staged
               ) -> Iterator[tuple[np.ndarray, np.ndarray, dict]]:
     """``(times, float32 responses, baselines)`` of samples in order, as the encoder answers them.
 
-    ``predict_staged(staged batches)`` (:meth:`MovieModel.predict_staged`) yields response blocks in order but may group samples its own way (an
-    :class:`~berg.encoder.EncodingModel` gathers several batches into one readout batch); each block is paired
-    with the times and baselines of the samples it answers.
+    ``predict_staged(staged batches)`` (:meth:`MovieModel.predict_staged`) yields response blocks in order but may
+    group samples its own way (an :class:`~berg.encoder.EncodingModel` gathers several batches into one readout
+    batch); each block is paired with the times and baselines of the samples it answers.
     """
     pending: deque[tuple[np.ndarray, dict]] = deque()
 

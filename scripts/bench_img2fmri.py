@@ -66,7 +66,7 @@ def run(quick: bool = False, berg_dir: str | None = None, device: str = "cpu") -
         wheel = locate_wheel()
         model_dir = import_img2fmri(berg_dir or Path(tmp) / "berg", wheel=wheel)
         start = time.perf_counter()
-        group = group_readout(model_dir, ROIS)
+        group = group_readout(model_dir, ROIS, subjects=(1, 2, 3))
         setup_s = time.perf_counter() - start
         # the group readout exactly as the encoder builds it: the folded map, then the group z-scoring
         readout = Readout(torch.from_numpy(group.weight), torch.from_numpy(group.bias), {"avgpool": 512},

@@ -70,7 +70,7 @@ def _unfolded_group(wheel, model_dir, features, rois, sigma_mm):
 @pytest.mark.parametrize("rois, sigma_mm", [(None, 1.0), (["PPA", "OPA"], 2.5)])
 def test_folded_group_output_equals_the_unfolded_five_steps(img2fmri_model_dir, img2fmri_wheel, rois, sigma_mm):
     features = np.random.default_rng(3).gamma(1.0, 0.5, size=(4, 512)).astype(np.float32)
-    group = group_readout.group_readout(img2fmri_model_dir, rois=rois or ROIS, sigma_mm=sigma_mm)
+    group = group_readout.group_readout(img2fmri_model_dir, rois=rois or ROIS, sigma_mm=sigma_mm, subjects=(1, 2, 3))
     y = torch.from_numpy(features) @ torch.from_numpy(group.weight).T + torch.from_numpy(group.bias)
     ours = group_readout.group_zscore(y, group.segments).numpy()
     expected, overlap = _unfolded_group(Wheel(img2fmri_wheel), img2fmri_model_dir, features,
@@ -83,7 +83,7 @@ def test_folded_group_output_equals_the_unfolded_five_steps(img2fmri_model_dir, 
 
 
 def test_overlap_has_9641_voxels_and_roi_members(img2fmri_model_dir, img2fmri_wheel):
-    group = group_readout.group_readout(img2fmri_model_dir, ROIS)
+    group = group_readout.group_readout(img2fmri_model_dir, ROIS, subjects=(1, 2, 3))
     assert group.voxel_ijk.shape == (9641, 3)
     np.testing.assert_array_equal(group.segments, [0, 9641, 2 * 9641, 3 * 9641])
     assert group.weight.shape == (3 * 9641, 512) and group.weight.dtype == np.float32
