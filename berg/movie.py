@@ -13,6 +13,9 @@ The time axis, in seconds from the film's first frame:
   and read at the acquisition times ``t_k = (k + slice_time_ref) * TR``, ``k = 0 .. n_scans - 1``.
   For a single event this equals nilearn's ``compute_regressor`` up to the low-pass and grid quantisation.
 
+Decoding: frames no sample needs are not converted to RGB, and where the film is coded with B-frames the decoder
+drops those of them that no other frame refers to (:func:`berg.video.iter_frames`); the samples are the same.
+
 Memory: per-sample responses stream to an HDF5 sink; the per-scan series are computed from it in blocks.
 """
 

@@ -108,8 +108,15 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     return VideoInfo(n_frames=n_frames, fps=fps, duration_s=n_frames / fps, width=width, height=height)
 
 
-def _decoded(path: str | os.PathLike, start_s: float = 0.0) -> Iterator[tuple[float, av.VideoFrame]]:
-    """Yield ``(time_s, frame)`` for every frame from ``start_s`` on (seeking to a keyframe first)."""
+def _decoded(path: str | os.PathLike, start_s: float = 0.0, needed: Callable[[float, float], bool] | None = None
+             ) -> Iterator[tuple[float, av.VideoFrame]]:
+    """Yield ``(time_s, frame)`` for every frame from ``start_s`` on (seeking to a keyframe first).
+
+    ``needed(time_s, duration_s)`` is asked for each packet that states its time and duration; where it answers
+    False the decoder drops that frame if no other frame refers to it (FFmpeg's ``skip_frame="NONREF"``: the
+    non-reference B-frames of most films), and it is not yielded. Reference frames are always decoded, so every
+    frame yielded is exactly the one a full decode gives.
+    """
     container, stream = _open(path)
     try:
         t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
@@ -117,10 +124,15 @@ def _decoded(path: str | os.PathLike, start_s: float = 0.0) -> Iterator[tuple[fl
             container.seek(int((start_s + t0) / stream.time_base), stream=stream, backward=True, any_frame=False)
         fps = _fps(stream)
         count = 0
-        for frame in container.decode(stream):
-            time_s = frame.time - t0 if frame.time is not None else count / fps
-            count += 1
-            yield time_s, frame
+        for packet in container.demux(stream):
+            if needed is not None:
+                droppable = packet.pts is not None and bool(packet.duration) and not needed(
+                    float(packet.pts * packet.time_base) - t0, float(packet.duration * packet.time_base))
+                stream.codec_context.skip_frame = "NONREF" if droppable else "DEFAULT"
+            for frame in packet.decode():
+                time_s = frame.time - t0 if frame.time is not None else count / fps
+                count += 1
+                yield time_s, frame
     except av.FFmpegError as exc:
         raise InvalidStimulusError(f"video={str(path)!r} could not be decoded ({exc}).") from exc
     finally:
@@ -163,7 +175,7 @@ def read_frames(path: str | os.PathLike, indices: Sequence[int]) -> np.ndarray:
 
 
 def iter_frames(
-    path: str | os.PathLike, rate_hz: float | None = None, start_s: float = 0.0
+    path: str | os.PathLike, rate_hz: float | None = None, start_s: float = 0.0, *, drop_unneeded: bool = True
 ) -> Iterator[tuple[float, np.ndarray]]:
     """Stream a video's frames, all of them or sampled at a fixed rate.
 
@@ -177,6 +189,10 @@ def iter_frames(
         presentation interval contains that time, stamped with the sample time.
     start_s : float
         Skip everything before this time (s); sample times stay on the ``j / rate_hz`` grid.
+    drop_unneeded : bool
+        With a rate, let the decoder skip frames that no sample time falls on (or near: within a quarter of a
+        frame) and that no other frame refers to. The frames yielded are the same either way; False decodes
+        every frame.
 
     Returns
     -------
@@ -186,10 +202,21 @@ def iter_frames(
     """
     rate_hz = validation.positive_number("rate_hz", rate_hz, unit="Hz", allow_none=True)
     start_s = validation.positive_number("start_s", start_s, allow_zero=True, unit="s")
-    return _sampled_frames(path, rate_hz, start_s)
+    validation.flag("drop_unneeded", drop_unneeded)
+    return _sampled_frames(path, rate_hz, start_s, drop_unneeded)
 
 
-def _sampled_frames(path: str | os.PathLike, rate_hz: float | None, start_s: float
+def _sample_finder(rate_hz: float, first: int) -> Callable[[float, float], bool]:
+    """``needed(time_s, duration_s)``: whether a sample time ``j / rate_hz`` (``j >= first``) falls within a
+    quarter of a frame of ``[time_s, time_s + duration_s)`` (the margin absorbs timestamp rounding)."""
+    def needed(time_s: float, duration_s: float) -> bool:
+        margin = duration_s / 4.0
+        j = max(first, math.ceil((time_s - margin) * rate_hz - _EPS))
+        return j / rate_hz < time_s + duration_s + margin
+    return needed
+
+
+def _sampled_frames(path: str | os.PathLike, rate_hz: float | None, start_s: float, drop_unneeded: bool
                     ) -> Iterator[tuple[float, np.ndarray]]:
     """The generator behind :func:`iter_frames`, on checked arguments."""
     if rate_hz is None:
@@ -199,8 +226,9 @@ def _sampled_frames(path: str | os.PathLike, rate_hz: float | None, start_s: flo
         return
     info = probe(path)
     j = max(0, math.ceil(start_s * rate_hz - _EPS))
+    needed = _sample_finder(rate_hz, j) if drop_unneeded else None
     previous: tuple[float, av.VideoFrame] | None = None
-    for time_s, frame in _decoded(path, start_s):
+    for time_s, frame in _decoded(path, start_s, needed):
         if previous is not None:
             while j / rate_hz < time_s - _EPS:
                 if j / rate_hz >= previous[0] - _EPS:
@@ -314,6 +342,7 @@ def write_synthetic_video(
     frame_fn: Callable[[int], np.ndarray],
     codec: str = "libx264",
     crf: int = 10,
+    b_frames: int = 0,
 ) -> Path:
     """Encode a video from a frame function (for tests and benchmarks), written atomically.
 
@@ -333,6 +362,9 @@ def write_synthetic_video(
         FFmpeg encoder name.
     crf : int
         x264 constant rate factor (lower is closer to lossless); ignored by other codecs.
+    b_frames : int
+        Most B-frames between reference frames, as films are coded (x264 makes some of them references, the
+        others frames no other frame refers to); 0 codes I- and P-frames only.
 
     Returns
     -------
@@ -344,12 +376,14 @@ def write_synthetic_video(
     height, width = (int(s) for s in sides)
     n_frames = validation.integer("n_frames", n_frames, minimum=1)
     fps = validation.positive_number("fps", fps, unit="frames/s")
+    b_frames = validation.integer("b_frames", b_frames, minimum=0)
     rate = Fraction(fps).limit_denominator(1001)
     path = Path(path)
     with atomic_path(path) as tmp:
         with av.open(str(tmp), mode="w") as container:
             stream = container.add_stream(codec, rate=rate)
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.codec_context.max_b_frames = b_frames
             if codec == "libx264":
                 stream.options = {"crf": str(crf), "preset": "ultrafast"}
             for i in range(int(n_frames)):

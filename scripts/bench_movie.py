@@ -4,9 +4,12 @@
    ``predict_movie`` in a fresh process with a cheap encoder (1000 outputs: a fixed random map of an 8x8 thumbnail),
    sampled at 2 Hz, TR 2 s, HDF5 + TSV outputs; the child reports its peak RSS (``VmHWM``).
 2. Throughput: the image model ``fmri-bold5000-resnet18`` (group MNI, 9641 outputs; untrained ResNet-18, as
-   pretrained weights may not be fetchable) through ``predict_movie`` on a 720p clip at 2 Hz, against
+   pretrained weights may not be fetchable) through ``predict_movie`` on 720p films at 2 Hz, against
    ``berg.encode`` on the same frames already decoded in memory, and against decoding alone (decode, sample at
-   2 Hz, baselines: what the decoding thread does before the model). Interleaved, best of three.
+   2 Hz, baselines: what the decoding thread does before the model), with and without letting the decoder drop
+   the frames no sample needs. Two films: I- and P-frames only at 10 frames/s (nothing can be dropped), and coded
+   as films are, with B-frames at 24 frames/s. Interleaved, best of three. The limit on a CPU: decoding and the
+   model share the cores, so at best ``predict_movie / encode = encode CPU-s / (encode CPU-s + decode CPU-s)``.
 
 Usage: ``python scripts/bench_movie.py [--quick] [--part rss|speed|all] [--json OUT] [--device auto|cpu|cuda]``
 """
@@ -22,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from benchutil import best_of, device_name, peak_rss_mb
+from benchutil import best_of, cpu_seconds, device_name, peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -31,9 +34,11 @@ from berg.video import iter_frames, probe, write_synthetic_video  # noqa: E402
 
 SIZE = (720, 1280)
 FPS = 10.0
+FILMS = {"I/P frames, 10 frames/s": {"fps": FPS, "b_frames": 0},
+         "B-frames, 24 frames/s": {"fps": 24.0, "b_frames": 3}}
 
 
-def make_video(path: Path, seconds: float, fps: float = FPS, size=SIZE) -> Path:
+def make_video(path: Path, seconds: float, fps: float = FPS, size=SIZE, b_frames: int = 0) -> Path:
     """A scrolling colour gradient with a white bar, ``seconds`` long, written once and reused."""
     if path.exists():
         return path
@@ -48,7 +53,7 @@ def make_video(path: Path, seconds: float, fps: float = FPS, size=SIZE) -> Path:
         image[:, (13 * i) % w:(13 * i) % w + 40] = 255
         return image
 
-    return write_synthetic_video(path, int(round(seconds * fps)), fps, size, frame)
+    return write_synthetic_video(path, int(round(seconds * fps)), fps, size, frame, b_frames=b_frames)
 
 
 class CheapModel:
@@ -104,7 +109,8 @@ def rss_part(quick: bool, work: Path, minutes: tuple[float, float] | None = None
 
 
 def speed_part(quick: bool, work: Path, seconds: float | None = None, device: str = "auto") -> dict:
-    """Samples/s of predict_movie, of encode on the same frames in memory, and of decoding alone (interleaved)."""
+    """Per film of :data:`FILMS`: samples/s of predict_movie, of encode on the same frames in memory and of
+    decoding alone with and without dropping unneeded frames (interleaved), and the CPU-time limit."""
     import torch
 
     import berg
@@ -117,26 +123,35 @@ def speed_part(quick: bool, work: Path, seconds: float | None = None, device: st
     model = berg.get_encoding_model("fmri-bold5000-resnet18", subject="group", device=device, backbone_weights=None,
                                     berg_dir=berg_dir)
     seconds = seconds or (10.0 if quick else 30.0)
-    video = make_video(work / f"synthetic_720p_{int(seconds)}s.mp4", seconds)
-    frames = np.stack([f for _, f in iter_frames(video, rate_hz=2.0)])
     names = ("brightness", "luminance")
-    result = {}
+    out = {"device": device_name(model.device), "torch_threads": torch.get_num_threads(), "video_s": seconds,
+           "films": {}}
+    for film, coding in FILMS.items():
+        video = make_video(work / f"synthetic_720p_{int(seconds)}s_{coding['fps']:g}fps_b{coding['b_frames']}.mp4",
+                           seconds, **coding)
+        frames = np.stack([f for _, f in iter_frames(video, rate_hz=2.0)])
+        result = {}
 
-    def movie():
-        result["movie"] = predict_movie(model, video, tr=2.0, sample_rate_hz=2.0, batch_size=16, show_progress=False,
-                                        baselines=names)
+        def movie():
+            result["movie"] = predict_movie(model, video, tr=2.0, sample_rate_hz=2.0, batch_size=16,
+                                            show_progress=False, baselines=names)
 
-    def decode():  # what predict_movie's decoding thread does before the model: decode, sample, baselines
-        for _, frame in iter_frames(video, rate_hz=2.0):
-            compute(names, frame[None], is_clip=False)
+        def decoding(drop: bool):  # what predict_movie's decoding thread does before the model
+            return lambda: [compute(names, frame[None], is_clip=False)
+                            for _, frame in iter_frames(video, rate_hz=2.0, drop_unneeded=drop)]
 
-    t = best_of({"encode": lambda: berg.encode(model, frames, batch_size=16), "movie": movie, "decode": decode},
-                repeats=2 if quick else 3)
-    n = int(result["movie"].sample_times.size)
-    return {"device": device_name(model.device), "torch_threads": torch.get_num_threads(), "video_s": seconds,
+        sides = {"encode": lambda: berg.encode(model, frames, batch_size=16, show_progress=False), "movie": movie,
+                 "decode": decoding(True), "decode every frame": decoding(False)}
+        t = best_of(sides, repeats=2 if quick else 3)
+        cpu = {name: cpu_seconds(sides[name]) for name in ("encode", "decode")}
+        n = int(result["movie"].sample_times.size)
+        out["films"][film] = {
             "n_samples": n, "decode_only_samples_per_s": n / t["decode"],
+            "decode_every_frame_samples_per_s": n / t["decode every frame"],
             "encode_in_memory_samples_per_s": n / t["encode"], "predict_movie_samples_per_s": n / t["movie"],
-            "predict_movie_vs_encode": t["encode"] / t["movie"]}
+            "predict_movie_vs_encode": t["encode"] / t["movie"], "encode_cpu_s": cpu["encode"],
+            "decode_cpu_s": cpu["decode"], "cpu_limit": cpu["encode"] / (cpu["encode"] + cpu["decode"])}
+    return out
 
 
 def run(quick: bool = False, part: str = "all", work_dir: str | None = None, device: str = "auto") -> dict:

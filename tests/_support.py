@@ -209,13 +209,14 @@ def ramp_index(red: np.ndarray) -> np.ndarray:
     return np.rint(np.asarray(red, dtype=np.float64) / 5.0).astype(np.int64)
 
 
-def ramp_video(path: Path, n_frames: int, fps: float, size=(8, 8)) -> Path:
-    """Frame i is uniformly grey at ``ramp_level(i)`` (grey survives yuv420p coding within +-2)."""
+def ramp_video(path: Path, n_frames: int, fps: float, size=(8, 8), b_frames: int = 0) -> Path:
+    """Frame i is uniformly grey at ``ramp_level(i)`` (grey survives yuv420p coding within +-2); ``b_frames`` as in
+    :func:`berg.video.write_synthetic_video`."""
     def frame(i: int) -> np.ndarray:
         v = ramp_level(i)
         return np.full((*size, 3), v, np.uint8)
 
-    return write_synthetic_video(path, n_frames, fps, size, frame)
+    return write_synthetic_video(path, n_frames, fps, size, frame, b_frames=b_frames)
 
 
 # -- batch assets -----------------------------------------------------------------------------------------------------

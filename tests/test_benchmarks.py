@@ -55,9 +55,13 @@ def test_movie_scenario(img2fmri_model_dir, tmp_path):
     rss = bench_movie.rss_part(False, tmp_path, minutes=(0.05, 0.1))
     assert set(rss["runs"]) == {"0.05min", "0.1min"} and rss["runs"]["0.1min"]["n_samples"] == 12
     speed = bench_movie.speed_part(False, tmp_path, seconds=2.0)
-    assert speed["n_samples"] == 4
-    assert speed["predict_movie_vs_encode"] == pytest.approx(speed["predict_movie_samples_per_s"]
-                                                             / speed["encode_in_memory_samples_per_s"])
+    assert set(speed["films"]) == set(bench_movie.FILMS)
+    for film in speed["films"].values():
+        assert film["n_samples"] == 4
+        assert film["predict_movie_vs_encode"] == pytest.approx(film["predict_movie_samples_per_s"]
+                                                                / film["encode_in_memory_samples_per_s"])
+        assert film["cpu_limit"] == pytest.approx(film["encode_cpu_s"] / (film["encode_cpu_s"] + film["decode_cpu_s"]))
+        assert 0 < film["cpu_limit"] < 1
 
 
 @pytest.mark.slow  # a benchmark scenario at its quick size

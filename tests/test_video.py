@@ -4,7 +4,8 @@ from _support import ramp_index, ramp_level, ramp_video
 
 from berg import baselines
 from berg.errors import BergError, InvalidArgumentError, InvalidStimulusError
-from berg.video import clip_plan, iter_clips, iter_frames, probe, read_frames, write_synthetic_video
+from berg.video import (_decoded, _sample_finder, clip_plan, iter_clips, iter_frames, probe, read_frames,
+                        write_synthetic_video)
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +60,30 @@ def test_iter_frames_at_a_rate_takes_the_frame_shown_at_each_sample_time(ramp, r
     np.testing.assert_allclose(times, expected_times)
     shown = np.floor(expected_times * 8.0 + 1e-9).astype(int)
     assert ramp_index([f[..., 0].mean() for _, f in items]).tolist() == shown.tolist()
+
+
+@pytest.fixture(scope="module")
+def film_coded(tmp_path_factory):
+    # the ramp coded as films are: up to 3 B-frames between references, some of which nothing refers to
+    return ramp_video(tmp_path_factory.mktemp("video") / "ramp_b.mp4", 48, 8.0, b_frames=3)
+
+
+def test_the_decoder_drops_only_frames_no_sample_needs(film_coded):
+    assert sum(1 for _ in _decoded(film_coded)) == 48
+    assert sum(1 for _ in _decoded(film_coded, needed=lambda time_s, duration_s: False)) < 36
+    kept = [round(t * 8) for t, _ in _decoded(film_coded, needed=_sample_finder(2.0, 0))]
+    assert len(kept) < 48 and set(range(0, 48, 4)) <= set(kept)  # 2 Hz samples fall on every 4th frame
+
+
+@pytest.mark.parametrize("rate, start_s", [(2.0, 0.0), (0.7, 0.0), (3.0, 2.5), (8.0, 0.0), (20.0, 0.0)])
+def test_dropping_unneeded_frames_changes_no_sample(film_coded, rate, start_s):
+    dropped = list(iter_frames(film_coded, rate_hz=rate, start_s=start_s))
+    decoded = list(iter_frames(film_coded, rate_hz=rate, start_s=start_s, drop_unneeded=False))
+    assert [t for t, _ in dropped] == [t for t, _ in decoded]
+    for (_, a), (_, b) in zip(dropped, decoded):
+        np.testing.assert_array_equal(a, b)
+    shown = np.floor(np.array([t for t, _ in dropped]) * 8.0 + 1e-9).astype(int)
+    assert ramp_index([f[..., 0].mean() for _, f in dropped]).tolist() == shown.tolist()
 
 
 def test_iter_clips_follow_the_plan_with_linspace_frames(ramp):
