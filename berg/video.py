@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -22,6 +23,7 @@ from ._io import atomic_path
 from .errors import InvalidStimulusError
 
 _EPS = 1e-9
+_LOOKAHEAD = 16  # packets on each side searched for a frame's successor in presentation order (B-frames reorder)
 
 
 @dataclass(frozen=True)
@@ -112,27 +114,41 @@ def _decoded(path: str | os.PathLike, start_s: float = 0.0, needed: Callable[[fl
              ) -> Iterator[tuple[float, av.VideoFrame]]:
     """Yield ``(time_s, frame)`` for every frame from ``start_s`` on (seeking to a keyframe first).
 
-    ``needed(time_s, duration_s)`` is asked for each packet that states its time and duration; where it answers
-    False the decoder drops that frame if no other frame refers to it (FFmpeg's ``skip_frame="NONREF"``: the
-    non-reference B-frames of most films), and it is not yielded. Reference frames are always decoded, so every
-    frame yielded is exactly the one a full decode gives.
+    ``needed(time_s, shown_s)`` is asked for each frame before it is decoded, with the time it is shown for (up to
+    the next frame in presentation order, among the packets around it). Where it answers False the decoder drops
+    the frame if no other frame refers to it (FFmpeg's ``skip_frame="NONREF"``: the non-reference B-frames of most
+    films), and it is not yielded. Reference frames are always decoded, so every frame yielded is exactly the one
+    a full decode gives. A frame whose successor is not among them is always decoded.
     """
     container, stream = _open(path)
+
+    def decode(packet: av.Packet, window: deque) -> Iterator[tuple[float, av.VideoFrame]]:
+        nonlocal count
+        if needed is not None:
+            later = [p.pts for p in window if p.pts is not None and packet.pts is not None and p.pts > packet.pts]
+            droppable = bool(later) and not needed(float(packet.pts * packet.time_base) - t0,
+                                                   float((min(later) - packet.pts) * packet.time_base))
+            stream.codec_context.skip_frame = "NONREF" if droppable else "DEFAULT"
+        for frame in packet.decode():
+            time_s = frame.time - t0 if frame.time is not None else count / fps
+            count += 1
+            yield time_s, frame
+
     try:
         t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         if start_s > 0:
             container.seek(int((start_s + t0) / stream.time_base), stream=stream, backward=True, any_frame=False)
         fps = _fps(stream)
         count = 0
+        window: deque = deque()  # packets in decode order: up to _LOOKAHEAD on each side of the one decoded next
         for packet in container.demux(stream):
-            if needed is not None:
-                droppable = packet.pts is not None and bool(packet.duration) and not needed(
-                    float(packet.pts * packet.time_base) - t0, float(packet.duration * packet.time_base))
-                stream.codec_context.skip_frame = "NONREF" if droppable else "DEFAULT"
-            for frame in packet.decode():
-                time_s = frame.time - t0 if frame.time is not None else count / fps
-                count += 1
-                yield time_s, frame
+            window.append(packet)
+            if len(window) > _LOOKAHEAD:
+                yield from decode(window[len(window) - _LOOKAHEAD - 1], window)
+                if len(window) > 2 * _LOOKAHEAD:
+                    window.popleft()
+        for packet in list(window)[-_LOOKAHEAD:]:
+            yield from decode(packet, window)
     except av.FFmpegError as exc:
         raise InvalidStimulusError(f"video={str(path)!r} could not be decoded ({exc}).") from exc
     finally:
@@ -207,12 +223,12 @@ def iter_frames(
 
 
 def _sample_finder(rate_hz: float, first: int) -> Callable[[float, float], bool]:
-    """``needed(time_s, duration_s)``: whether a sample time ``j / rate_hz`` (``j >= first``) falls within a
-    quarter of a frame of ``[time_s, time_s + duration_s)`` (the margin absorbs timestamp rounding)."""
-    def needed(time_s: float, duration_s: float) -> bool:
-        margin = duration_s / 4.0
+    """``needed(time_s, shown_s)``: whether a sample time ``j / rate_hz`` (``j >= first``) falls within a quarter
+    of a frame of ``[time_s, time_s + shown_s)`` (the margin absorbs timestamp rounding)."""
+    def needed(time_s: float, shown_s: float) -> bool:
+        margin = shown_s / 4.0
         j = max(first, math.ceil((time_s - margin) * rate_hz - _EPS))
-        return j / rate_hz < time_s + duration_s + margin
+        return j / rate_hz < time_s + shown_s + margin
     return needed
 
 

@@ -1,3 +1,7 @@
+from fractions import Fraction
+
+import av
+from av.video.frame import PictureType
 import numpy as np
 import pytest
 from _support import ramp_index, ramp_level, ramp_video
@@ -84,6 +88,30 @@ def test_dropping_unneeded_frames_changes_no_sample(film_coded, rate, start_s):
         np.testing.assert_array_equal(a, b)
     shown = np.floor(np.array([t for t, _ in dropped]) * 8.0 + 1e-9).astype(int)
     assert ramp_index([f[..., 0].mean() for _, f in dropped]).tolist() == shown.tolist()
+
+
+def test_dropping_follows_frames_shown_for_longer_than_one_frame(tmp_path):
+    # variable timing: frames i % 4 == 2 are B-frames no other frame refers to, each on screen for three frame times
+    starts = np.cumsum([0] + [3 if i % 4 == 2 else 1 for i in range(39)])
+    path = tmp_path / "vfr.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(8))
+        stream.width = stream.height = 8
+        stream.pix_fmt, stream.codec_context.max_b_frames = "yuv420p", 3
+        stream.options = {"crf": "10", "preset": "ultrafast", "x264-params": "b-pyramid=none"}
+        for i, start in enumerate(starts):
+            frame = av.VideoFrame.from_ndarray(np.full((8, 8, 3), ramp_level(i), np.uint8), format="rgb24")
+            frame.pts, frame.time_base = int(start), Fraction(1, 8)
+            frame.pict_type = PictureType.I if i == 0 else PictureType.P if i % 4 == 0 else PictureType.B
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    for rate in (3.0, 4.0):
+        dropped = list(iter_frames(path, rate_hz=rate))
+        decoded = list(iter_frames(path, rate_hz=rate, drop_unneeded=False))
+        assert [t for t, _ in dropped] == [t for t, _ in decoded]
+        shown = np.searchsorted(starts / 8.0, [t + 1e-9 for t, _ in dropped], side="right") - 1
+        assert ramp_index([f[..., 0].mean() for _, f in dropped]).tolist() == shown.tolist()
+    assert sum(1 for _ in _decoded(path, needed=lambda time_s, shown_s: False)) <= 12  # I- and P-frames only
 
 
 def test_iter_clips_follow_the_plan_with_linspace_frames(ramp):
