@@ -16,6 +16,7 @@ import importlib
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -101,7 +102,7 @@ def _training(quick: bool, device: str) -> list[dict]:
              "seconds": r["train"]["seconds"], "peak_rss_mb": r["train"]["peak_rss_gb"] * 1024}]
 
 
-def _batch(quick: bool) -> list[dict]:
+def _batch(quick: bool, device: str) -> list[dict]:
     r = importlib.import_module("bench_batch").run(quick)
     size = {"images": f"{r['n_images']} images x 2 subjects", "films": f"3 films of {r['film_s']:g} s x 1 subject"}
     rows = [{"scenario": f"batch {key.split(' / ')[0]}", "variant": key.split(" / ")[1], "seconds": seconds,
@@ -149,12 +150,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu",
                         help="where models run in the group, encode and movie scenarios: cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
-    rows, started = [], time.perf_counter()
+    rows, failed, started = [], [], time.perf_counter()
     for name in args.scenarios:
         try:
             scenario_rows = SCENARIOS[name](args.quick, args.device)
         except ModuleNotFoundError as exc:
             print(f"[{name}] skipped: {exc}", file=sys.stderr)
+            continue
+        except Exception:  # the other scenarios' rows are still worth writing; the exit status says it failed
+            traceback.print_exc()
+            print(f"[{name}] FAILED (rows of the other scenarios are kept)", file=sys.stderr)
+            failed.append(name)
             continue
         rows += [{"device": cpu_name(), **row} for row in scenario_rows]  # CPU-only scenarios name the CPU
         print(f"[{name}] done at {time.perf_counter() - started:.0f} s", file=sys.stderr)
@@ -164,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps({"quick": args.quick, "device": args.device, "cpu": cpu_name(), "rows": rows,
                                "suite_peak_rss_mb": peak_rss_mb()},
                               indent=1, default=str))
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """Every benchmark scenario runs at tiny sizes, and compares like with like (no timing assertions)."""
 
+import inspect
+import json
 import sys
 from pathlib import Path
 
@@ -72,6 +74,23 @@ def test_load_and_training_scenarios():
     training = bench_training.run(quick=True)
     assert training["n_voxels"] == 5000 and set(training["train"]) == {"seconds", "peak_rss_gb", "median_r_signal"}
     assert 0.2 < training["train"]["median_r_signal"] <= 1  # the synthetic signal voxels are learnt
+
+
+def test_every_scenario_takes_the_size_and_the_device(monkeypatch, tmp_path, capsys):
+    for scenario in benchmark.SCENARIOS.values():
+        inspect.signature(scenario).bind(True, "cpu")  # how main() calls each one
+    calls = []
+
+    def broken(quick, device):
+        raise RuntimeError("scenario failed")
+
+    monkeypatch.setitem(benchmark.SCENARIOS, "readout", broken)
+    monkeypatch.setitem(benchmark.SCENARIOS, "load", lambda quick, device: calls.append((quick, device)) or [
+        {"scenario": "load", "variant": "v", "seconds": 1.0}])
+    out = tmp_path / "rows.json"
+    assert benchmark.main(["--quick", "--scenarios", "readout", "load", "--json", str(out)]) == 1
+    assert calls == [(True, "cpu")] and [r["scenario"] for r in json.loads(out.read_text())["rows"]] == ["load"]
+    assert "[readout] FAILED" in capsys.readouterr().err
 
 
 def test_table_has_a_row_per_variant_and_marks_each_target():
