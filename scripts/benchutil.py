@@ -55,16 +55,19 @@ def _synchronize() -> None:
 def best_of(sides: Mapping[str, Callable[[], object]], repeats: int = REPEATS) -> dict[str, float]:
     """Best-of-``repeats`` wall times (s) of callables run in turn, after one warm-up call of each.
 
-    Interleaving gives every side the same share of a noisy, shared machine; GPU work is waited for.
+    Interleaving gives every side the same share of a noisy, shared machine, and each round starts one side later
+    (a, b, c; then b, c, a; ...), so that no side always runs right after the same other one (a side that follows a
+    heavy, multi-threaded one runs slower for a while). GPU work is waited for.
     """
     for fn in sides.values():
         fn()
-    times: dict[str, list[float]] = {name: [] for name in sides}
-    for _ in range(repeats):
-        for name, fn in sides.items():
+    names = list(sides)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(repeats):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
             _synchronize()
             start = time.perf_counter()
-            fn()
+            sides[name]()
             _synchronize()
             times[name].append(time.perf_counter() - start)
     return {name: min(t) for name, t in times.items()}
