@@ -125,7 +125,7 @@ def _decoded(path: str | os.PathLike, start_s: float = 0.0, needed: Callable[[fl
     def decode(packet: av.Packet, window: deque) -> Iterator[tuple[float, av.VideoFrame]]:
         nonlocal count
         if needed is not None:
-            later = [p.pts for p in window if p.pts is not None and packet.pts is not None and p.pts > packet.pts]
+            later = [] if packet.pts is None else [p.pts for p in window if p.pts is not None and p.pts > packet.pts]
             droppable = bool(later) and not needed(float(packet.pts * packet.time_base) - t0,
                                                    float((min(later) - packet.pts) * packet.time_base))
             stream.codec_context.skip_frame = "NONREF" if droppable else "DEFAULT"

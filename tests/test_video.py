@@ -74,18 +74,24 @@ def film_coded(tmp_path_factory):
 
 def test_the_decoder_drops_only_frames_no_sample_needs(film_coded):
     assert sum(1 for _ in _decoded(film_coded)) == 48
-    assert sum(1 for _ in _decoded(film_coded, needed=lambda time_s, duration_s: False)) < 36
+    assert sum(1 for _ in _decoded(film_coded, needed=lambda time_s, shown_s: False)) < 36
     kept = [round(t * 8) for t, _ in _decoded(film_coded, needed=_sample_finder(2.0, 0))]
     assert len(kept) < 48 and set(range(0, 48, 4)) <= set(kept)  # 2 Hz samples fall on every 4th frame
 
 
-@pytest.mark.parametrize("rate, start_s", [(2.0, 0.0), (0.7, 0.0), (3.0, 2.5), (8.0, 0.0), (20.0, 0.0)])
-def test_dropping_unneeded_frames_changes_no_sample(film_coded, rate, start_s):
-    dropped = list(iter_frames(film_coded, rate_hz=rate, start_s=start_s))
-    decoded = list(iter_frames(film_coded, rate_hz=rate, start_s=start_s, drop_unneeded=False))
+def _sampled_as_by_a_full_decode(path, rate, start_s=0.0):
+    """``iter_frames`` at ``rate`` with dropping, after checking it equals the full decode's samples exactly."""
+    dropped = list(iter_frames(path, rate_hz=rate, start_s=start_s))
+    decoded = list(iter_frames(path, rate_hz=rate, start_s=start_s, drop_unneeded=False))
     assert [t for t, _ in dropped] == [t for t, _ in decoded]
     for (_, a), (_, b) in zip(dropped, decoded):
         np.testing.assert_array_equal(a, b)
+    return dropped
+
+
+@pytest.mark.parametrize("rate, start_s", [(2.0, 0.0), (0.7, 0.0), (3.0, 2.5), (8.0, 0.0), (20.0, 0.0)])
+def test_dropping_unneeded_frames_changes_no_sample(film_coded, rate, start_s):
+    dropped = _sampled_as_by_a_full_decode(film_coded, rate, start_s)
     shown = np.floor(np.array([t for t, _ in dropped]) * 8.0 + 1e-9).astype(int)
     assert ramp_index([f[..., 0].mean() for _, f in dropped]).tolist() == shown.tolist()
 
@@ -106,9 +112,7 @@ def test_dropping_follows_frames_shown_for_longer_than_one_frame(tmp_path):
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     for rate in (3.0, 4.0):
-        dropped = list(iter_frames(path, rate_hz=rate))
-        decoded = list(iter_frames(path, rate_hz=rate, drop_unneeded=False))
-        assert [t for t, _ in dropped] == [t for t, _ in decoded]
+        dropped = _sampled_as_by_a_full_decode(path, rate)
         shown = np.searchsorted(starts / 8.0, [t + 1e-9 for t, _ in dropped], side="right") - 1
         assert ramp_index([f[..., 0].mean() for _, f in dropped]).tolist() == shown.tolist()
     assert sum(1 for _ in _decoded(path, needed=lambda time_s, shown_s: False)) <= 12  # I- and P-frames only
