@@ -27,12 +27,13 @@ def assets(tmp_path_factory):
 
 
 def _assert_same(ours: dict, reference: dict) -> None:
+    """Every output within 1e-6 of the largest reference value: an actor's torch runs with the intra-op thread
+    count of its CPU share (Ray's OMP_NUM_THREADS), the local engine with the driver's, and kernels split their
+    sums by thread count, so the last bits may differ (seen: 2.4e-7 on one machine, 0 on another)."""
     assert ours.keys() == reference.keys() and len(reference) == 10
     for key, expected in reference.items():
-        if "responses.h5" in key:  # image shards: the same decode and the same encode call
-            np.testing.assert_array_equal(ours[key], expected, err_msg=key)
-        else:  # films: the actor's torch runs on one thread, so float sums may round differently
-            assert np.abs(ours[key] - expected).max() <= 1e-6 * np.abs(expected).max(), key
+        assert ours[key].shape == expected.shape, key
+        assert np.abs(ours[key] - expected).max() <= 1e-6 * np.abs(expected).max(), key
 
 
 def test_ray_engine_equals_local_engine_and_reports_a_corrupt_film(assets, ray_cluster, tmp_path):
