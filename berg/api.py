@@ -11,9 +11,9 @@ from .cards import ModelCard
 from .config import PRECISIONS, default_berg_dir
 from .errors import InvalidArgumentError
 from .fetch import download, ensure_model_files
+from .group_readout import check_group_selection
 from .metadata import ModelMetadata, column_fields
 from .selection import check_selection, resolve_selection
-from .storage.native import metadata_paths, read_subject_metadata, require_files
 
 if TYPE_CHECKING:  # torch loads with the first model, not with the API
     from .encoder import EncodingModel
@@ -49,8 +49,10 @@ def _checked_request(model_id: str, subject, selection, berg_dir: Path) -> tuple
     """
     card = registry.get_card(model_id, berg_dir)
     subject = card.check_subject(subject)
-    n_voxels = card.n_voxels.get(subject) if subject != "group" else None
-    check_selection(selection, list(card.rois), n_voxels)
+    if subject == "group":
+        check_group_selection(selection, card.group.rois)
+    else:
+        check_selection(selection, card, subject)
     return card, subject
 
 
@@ -68,23 +70,35 @@ def _check_options(subject, device, sigma_mm, precision, **flags) -> None:
 
 def get_model_metadata(model_id: str, *, subject: int | str, berg_dir: str | os.PathLike | None = None
                        ) -> ModelMetadata:
-    """A subject's whole-brain model metadata (voxel grid, ROIs, accuracy) without building the backbone.
+    """A subject's whole-brain model metadata (output grid, ROIs, accuracy) without building the backbone.
+
+    Parameters
+    ----------
+    subject : int or "group"
+        A subject the card lists, or ``"group"`` where the model has a group-level readout (its overlap grid and
+        ROI columns at the card's default smoothing).
 
     Returns
     -------
     ModelMetadata
-        The contract :func:`encode` returns for the whole brain (``backbone`` is None): ``voxel_ijk``
-        (n_voxels, 3), ``roi_columns`` {name: columns}, ``accuracy`` {name: (n_voxels,) fraction} …; and BERG's
-        nested view, ``meta["fmri"]`` and ``meta["encoding_models"]``, with BERG's values and units (see
-        :mod:`berg.berg_view`).
+        The contract :func:`encode` returns for the whole brain (``backbone`` is None): ``coordinates`` (such as
+        ``voxel_ijk`` (n_voxels, 3)), ``roi_columns`` {name: columns}, ``accuracy`` {name: (n_outputs,)
+        fraction} …; and for subjects BERG's nested view (``meta["fmri"]``, ``meta["encoding_models"]``), with
+        BERG's values and units.
     """
+    from .card_registries import group_builder, model_format
+
     berg_dir = _dir(berg_dir)
     card, subject = _checked_request(model_id, subject, None, berg_dir)
     ensure_model_files(card, berg_dir, subject)
     model_dir = berg_dir / card.folder
-    require_files(list(metadata_paths(model_dir, subject)), card, subject)
-    meta = read_subject_metadata(model_dir, subject)
-    whole_brain = resolve_selection(None, meta, has_whole_brain=True)
+    reader = model_format(card.format)
+    if subject == "group":
+        _, columns = group_builder(card.group.kind)(card, reader, model_dir, None, None)
+        return ModelMetadata.build(**columns)
+    reader.require(card, model_dir, subject)
+    meta = reader.subject_metadata(card, model_dir, subject)
+    whole_brain = resolve_selection(None, meta, True, card.space.space)
     return ModelMetadata.build(**column_fields(card, subject, meta, whole_brain), card_space=card.space.as_dict())
 
 
@@ -106,8 +120,10 @@ def get_encoding_model(model_id: str, *, subject: int | str, selection: dict | N
         Required. A subject the card lists (``"group"`` where the model offers a group-level prediction). Files
         the subject needs are fetched from the card's sources (S3, PyPI) when missing, unless ``BERG_OFFLINE=1``.
     selection : dict, optional
-        ``{"roi": name}``, ``{"roi": [names]}`` or ``{"voxels": binary (n_voxels,) vector}``; whole brain if None.
-        ``"voxels"`` is used only when ``"roi"`` is absent or None.
+        ``{"roi": name}``, ``{"roi": [names]}``, or the masks of the model's space: ``{"voxels": binary
+        (n_voxels,) vector}`` for volumes, ``{"lh_vertices": ..., "rh_vertices": ...}`` (binary, per hemisphere)
+        for surfaces, ``{"channels": [names], "timepoints": binary (n_times,)}`` for sensors; whole brain if
+        None. A mask is used only when ``"roi"`` is absent or None.
     device : {"auto", "cpu", "cuda", "cuda:N"}
         ``"auto"`` picks CUDA when available.
     backbone_weights : "default", path or None

@@ -1,59 +1,85 @@
-"""Small registries chosen from card fields: on-disk format readers and group-level spaces.
+"""The registries chosen from card fields: file formats, output spaces and group-level readouts.
 
-A card's ``format`` names the reader of the files its sources hold; its ``group.kind`` names the builder of its
-group-level readout. Entries are ``"module:attribute"`` strings, imported when first used, so that reading a
-card imports nothing heavy. A new format or group space is one entry here and one module that provides it.
+A card's ``format`` names the reader of the files its sources hold (:class:`berg.storage.formats.ModelFormat`),
+its ``space.kind`` the class of the space its outputs live in (:class:`berg.spaces.base.OutputSpace`), and its
+``group.kind`` the builder of its group-level readout. Entries are ``"module:attribute"`` strings, imported when
+first used, so that reading a card imports nothing heavy; :func:`register_format` and :func:`register_space` add
+entries (a class, an instance or such a string) for formats and spaces that live outside berg.
+
+>>> from berg.card_registries import register_format
+>>> register_format("my-lab-format", "my_lab.berg_format:FORMAT")   # then `format: my-lab-format` in a card
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from .errors import ModelCardError
+from .errors import InvalidArgumentError, ModelCardError
 
-FORMAT_READERS = {
-    "native": "berg.storage.native:READER",
-    "berg-legacy": "berg.storage.legacy:READER",
-    "img2fmri-wheel": "berg.storage.img2fmri:READER",
+FORMATS: dict[str, Any] = {
+    "native": "berg.storage.native:NativeFormat",
+    "berg-legacy": "berg.storage.legacy:BergSvdFormat",
+    "berg-pca-hemispheres": "berg.storage.berg_surface:BergHemispheresFormat",
+    "img2fmri-wheel": "berg.storage.img2fmri:Img2fmriFormat",
 }
-GROUP_SPACES = {
-    "mni-warp-sum": "berg.group_readout:build_group_model",
+SPACES: dict[str, Any] = {
+    "volume": "berg.spaces.volume:VolumeSpace",
+    "surface": "berg.spaces.surface:SurfaceSpace",
+    "sensors": "berg.spaces.sensors:SensorSpace",
 }
+GROUP_BUILDERS: dict[str, Any] = {
+    "mni-warp-sum": "berg.group_readout:build_group_readout",
+}
+_RESOLVED: dict[tuple[int, str], Any] = {}
 
 
-@dataclass(frozen=True)
-class FormatReader:
-    """What :mod:`berg.fetch` needs of a format.
-
-    Attributes
-    ----------
-    source_files : callable (card, subject) -> list of str
-        Paths, relative to the model folder, to fetch from the card's S3 source (empty when the format brings
-        its files by itself).
-    make_native : callable (card, berg_dir, subject) -> None
-        Write the native files of one subject from what was fetched (nothing to do for the native format).
-    """
-
-    source_files: Callable[[Any, int], list[str]]
-    make_native: Callable[[Any, Path, int], None]
+def _register(table: dict[str, Any], name: Any, entry: Any, what: str) -> None:
+    if not isinstance(name, str) or not name or name != name.strip():
+        raise InvalidArgumentError(f"name={name!r} is not valid: expected a non-empty {what} name")
+    table[name] = entry
+    _RESOLVED.pop((id(table), name), None)
 
 
-def _resolve(table: dict[str, str], name: str, field: str) -> Any:
+def register_format(name: str, model_format: Any) -> None:
+    """Register a file format under ``name`` (a :class:`~berg.storage.formats.ModelFormat` subclass, an instance,
+    or a ``"module:attribute"`` string naming one); cards then select it with ``format: name``."""
+    _register(FORMATS, name, model_format, "format")
+
+
+def register_space(name: str, space: Any) -> None:
+    """Register an output space class under ``name`` (an :class:`~berg.spaces.base.OutputSpace` subclass or a
+    ``"module:attribute"`` string naming one); cards then select it with ``space: {kind: name}``."""
+    _register(SPACES, name, space, "space")
+
+
+def _resolve(table: dict[str, Any], name: str, field: str) -> Any:
     if name not in table:
         raise ModelCardError(f"field {field!r} is {name!r}; valid: {', '.join(sorted(table))}")
-    module, attribute = table[name].split(":")
-    return getattr(importlib.import_module(module), attribute)
+    key = (id(table), name)
+    if key not in _RESOLVED:
+        entry = table[name]
+        if isinstance(entry, str):
+            module, attribute = entry.split(":")
+            entry = getattr(importlib.import_module(module), attribute)
+        _RESOLVED[key] = entry
+    return _RESOLVED[key]
 
 
-def format_reader(name: str) -> FormatReader:
-    """The reader registered for format ``name``."""
-    return _resolve(FORMAT_READERS, name, "format")
+def model_format(name: str) -> Any:
+    """The format registered as ``name``, as an instance (a registered class is instantiated once)."""
+    entry = _resolve(FORMATS, name, "format")
+    if isinstance(entry, type):
+        entry = _RESOLVED[(id(FORMATS), name)] = entry()
+    return entry
 
 
-def group_space_builder(kind: str) -> Any:
-    """The builder of the group-level readout of kind ``kind``: ``(card, model_dir, selection, sigma_mm)``."""
-    return _resolve(GROUP_SPACES, kind, "group.kind")
+def space_class(kind: str) -> Any:
+    """The output space class registered as ``kind``."""
+    return _resolve(SPACES, kind, "space.kind")
+
+
+def group_builder(kind: str) -> Any:
+    """The builder of the group-level readout of kind ``kind``: ``(card, model_format, model_dir, selection,
+    sigma_mm) -> (GroupReadout, column fields)``."""
+    return _resolve(GROUP_BUILDERS, kind, "group.kind")

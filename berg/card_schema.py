@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from .card_registries import FORMAT_READERS, GROUP_SPACES
+from .card_registries import FORMATS, GROUP_BUILDERS, SPACES
 
 _INT_LIST = {"type": "array", "items": {"type": "integer"}}
 _NUM_TRIPLE = {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3}
 #: readout kinds in which a shared scaler + PCA/SVD projection precedes the per-subject regression
 PROJECTION_READOUTS = ("scaler-svd-linear", "scaler-pca-ridge")
 _PAIR = {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2, "maxItems": 2}
+
+#: card space kinds of earlier cards, and the (space class, template) each one means
+LEGACY_SPACE_KINDS = {"subject": ("volume", None), "MNI152": ("volume", "MNI152"), "fsaverage": ("surface", "fsaverage")}
+_NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.+-]*$"}
 
 CARD_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -21,8 +25,8 @@ CARD_SCHEMA: dict[str, Any] = {
         "model_id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]*$"},
         "description": {"type": "string"},
         "modality": {"enum": ["fmri", "eeg"]},
-        "train_dataset": {"type": "string"},
-        "model": {"type": "string"},
+        "train_dataset": _NAME,
+        "model": _NAME,
         "units": {"type": "string"},
         "stimulus": {
             "type": "object",
@@ -64,16 +68,17 @@ CARD_SCHEMA: dict[str, Any] = {
             "properties": {
                 "kind": {"enum": ["scaler-svd-linear", "scaler-pca-ridge", "ridge", "linear"]},
                 "n_components": {"type": "integer", "minimum": 1},
+                "projection": {"enum": ["shared", "subject"]},
             },
         },
         "subjects": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1},
-        "format": {"enum": sorted(FORMAT_READERS)},
+        "format": {"type": "string"},
         "group": {
             "type": "object",
             "additionalProperties": False,
             "required": ["kind", "template", "rois"],
             "properties": {
-                "kind": {"enum": sorted(GROUP_SPACES)},
+                "kind": {"type": "string"},
                 "template": {"type": "string"},
                 "rois": {"type": "array", "items": {"type": "string"}, "minItems": 1},
                 "sigma_mm": {"type": "number", "exclusiveMinimum": 0},
@@ -82,15 +87,15 @@ CARD_SCHEMA: dict[str, Any] = {
         "n_voxels": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1}},
         "space": {
             "type": "object",
-            "additionalProperties": False,
             "required": ["kind"],
             "properties": {
-                "kind": {"enum": ["subject", "fsaverage", "MNI152"]},
-                "volume_shape": _INT_LIST,
+                "kind": {"type": "string"},
                 "template": {"type": "string"},
+                "volume_shape": {**_INT_LIST, "minItems": 3, "maxItems": 3},
             },
         },
         "rois": {"type": "array", "items": {"type": "string"}},
+        "roi_aliases": {"type": "object", "additionalProperties": {"type": "string"}},
         "accuracy": {"type": "array", "items": {"type": "string"}},
         "legacy_files": {
             "type": "object",
@@ -118,3 +123,9 @@ CARD_SCHEMA: dict[str, Any] = {
         "references": {"type": "array", "items": {"type": "string"}},
     },
 }
+
+
+def registered_names() -> dict[str, list[str]]:
+    """The names each registry holds now (formats and spaces may be registered after import)."""
+    return {"format": sorted(FORMATS), "space.kind": sorted(SPACES) + sorted(LEGACY_SPACE_KINDS),
+            "group.kind": sorted(GROUP_BUILDERS)}

@@ -15,8 +15,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .card_schema import CARD_SCHEMA, PROJECTION_READOUTS
-from .errors import InvalidSubjectError, ModelCardError
+from .card_schema import CARD_SCHEMA, LEGACY_SPACE_KINDS, PROJECTION_READOUTS, registered_names
+from .errors import InvalidSubjectError, ModelCardError, close_matches
 
 
 def feature_sizes(shapes: Mapping[str, Sequence[int]]) -> dict[str, int]:
@@ -73,10 +73,12 @@ class PreprocessingSpec:
 
 @dataclass(frozen=True)
 class ReadoutSpec:
-    """The readout: ``kind`` and, for the ``scaler-*`` kinds, the components of the shared projection."""
+    """The readout: ``kind`` and, for the ``scaler-*`` kinds, the components of the projection and whether one
+    projection serves every subject (``projection: shared``) or each subject has its own (``subject``)."""
 
     kind: str
     n_components: int | None
+    projection: str = "shared"
 
     @property
     def has_projection(self) -> bool:
@@ -86,11 +88,19 @@ class ReadoutSpec:
 
 @dataclass(frozen=True)
 class SpaceSpec:
-    """Where the outputs live: ``kind`` (subject, fsaverage, MNI152), the template, the volume shape if known."""
+    """Where the outputs live: ``kind`` (a registered output space: volume, surface, sensors), the template
+    (a TemplateFlow identifier such as ``MNI152NLin6Asym``, ``fsaverage``, or ``individual``), and the space's
+    own fields (``volume_shape``, ``n_vertices``, ``channels`` …), which its class checks."""
 
     kind: str
     template: str | None
-    volume_shape: tuple[int, ...] | None
+    fields: Mapping[str, Any]
+
+    @property
+    def volume_shape(self) -> tuple[int, ...] | None:
+        """The volume's shape where the card gives one."""
+        shape = self.fields.get("volume_shape")
+        return None if shape is None else tuple(shape)
 
     @property
     def name(self) -> str:
@@ -100,6 +110,23 @@ class SpaceSpec:
     def as_dict(self) -> dict[str, Any]:
         """``{"kind", "template"}``, the card's part of the metadata's ``space``."""
         return {"kind": self.kind, "template": self.template}
+
+    @functools.cached_property
+    def space(self) -> Any:
+        """The :class:`~berg.spaces.base.OutputSpace` of this section (its class is imported on first use)."""
+        from .card_registries import space_class
+
+        return space_class(self.kind)(self)
+
+
+def _space_spec(section: Mapping[str, Any]) -> SpaceSpec:
+    """The typed space section; the kinds of earlier cards (subject, MNI152, fsaverage) name their class."""
+    fields = {k: v for k, v in section.items() if k not in ("kind", "template")}
+    kind, template = section["kind"], section.get("template")
+    if kind in LEGACY_SPACE_KINDS:
+        kind, implied = LEGACY_SPACE_KINDS[kind]
+        template = template or implied
+    return SpaceSpec(kind, template, fields)
 
 
 @dataclass(frozen=True)
@@ -152,6 +179,8 @@ class ModelCard:
     n_voxels : dict subject -> int
     rois, accuracy : tuple of str
         ROI names in output order; accuracy names.
+    roi_aliases : dict
+        Other spellings of ROI names (as another project's card spells them) -> the name in ``rois``.
     legacy_files : dict with ``shared`` and ``subject`` file patterns
     sources : tuple of Source
     """
@@ -174,6 +203,7 @@ class ModelCard:
     subjects: list[int]
     n_voxels: Mapping[int, int]
     rois: tuple[str, ...]
+    roi_aliases: Mapping[str, str]
     accuracy: tuple[str, ...]
     legacy_files: Mapping[str, tuple[str, ...]]
     sources: tuple[Source, ...]
@@ -233,11 +263,12 @@ def _typed(data: dict[str, Any], path: str) -> ModelCard:
         preprocessing=PreprocessingSpec(tuple(pre["resize"]), tuple(pre["crop"]) if pre.get("crop") else None,
                                         tuple(pre["mean"]), tuple(pre["std"]), bool(pre.get("antialias", True)),
                                         pre.get("resize_backend", "tensor")),
-        readout=ReadoutSpec(ro["kind"], ro.get("n_components")),
-        space=SpaceSpec(sp["kind"], sp.get("template"), tuple(sp["volume_shape"]) if "volume_shape" in sp else None),
+        readout=ReadoutSpec(ro["kind"], ro.get("n_components"), ro.get("projection", "shared")),
+        space=_space_spec(sp),
         group=None if group is None else GroupSpec(group["kind"], group["template"], tuple(group["rois"]),
                                                    float(group.get("sigma_mm", 1.0))),
         subjects=list(data["subjects"]), n_voxels=dict(data.get("n_voxels", {})), rois=tuple(data["rois"]),
+        roi_aliases=dict(data.get("roi_aliases", {})),
         accuracy=tuple(data.get("accuracy", [])),
         legacy_files={k: tuple(files.get(k, [])) for k in ("shared", "subject")},
         sources=tuple(Source(**s) for s in data["sources"]),
@@ -272,7 +303,25 @@ def validate_card(data: Any, path: str) -> ModelCard:
     extra = set(counts) - set(data["subjects"])
     if extra:
         raise ModelCardError(f"model card {path}: field 'n_voxels' names subjects not in 'subjects': {sorted(extra)}")
-    return _typed(data, path)
+    aliased = {a: n for a, n in data.get("roi_aliases", {}).items() if n not in data["rois"] or a in data["rois"]}
+    if aliased:
+        raise ModelCardError(f"model card {path}: field 'roi_aliases' must map names outside 'rois' to names in "
+                             f"'rois'; these do not: {aliased}")
+    _check_registered(data, path)
+    card = _typed(data, path)
+    card.space.space.check_card(card)
+    return card
+
+
+def _check_registered(data: dict[str, Any], path: str) -> None:
+    """Format, space kind and group kind must name registered entries."""
+    names = registered_names()
+    given = {"format": data.get("format", "native"), "space.kind": data["space"]["kind"],
+             "group.kind": data.get("group", {}).get("kind")}
+    for field, value in given.items():
+        if value is not None and value not in names[field]:
+            raise ModelCardError(f"model card {path}: field {field!r} is {value!r}; valid: {', '.join(names[field])}"
+                                 + close_matches(value, names[field]))
 
 
 def _parse_card(text: str, path: str) -> ModelCard:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,9 @@ from .errors import InvalidArgumentError
 from .metadata import ModelMetadata, column_fields
 from .readout import DEFAULT_READOUT_MB, FeatureBuffer, Readout, readout_capacity
 from .selection import Selection, resolve_selection
+from .spaces import space_of
 from .stimuli import Batch, as_stimulus_set
-from .storage.native import (load_arrays, load_tensors, native_paths, projection_path, read_subject_metadata,
-                             readout_path, require_files)
+from .storage.formats import ReadoutArrays
 
 DEFAULT_BATCH_SIZE = {"image": 32, "video": 2}
 AUTOCAST_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}  # config.PRECISIONS
@@ -61,8 +62,8 @@ class EncodingModel(torch.nn.Module):
 
     @property
     def n_outputs(self) -> int:
-        """Number of output columns (voxels or vertices)."""
-        return self._metadata.n_voxels
+        """Number of output columns (voxels, vertices or sensor samples)."""
+        return self._metadata.n_outputs
 
     @property
     def stimulus_kind(self) -> str:
@@ -180,8 +181,11 @@ def encode(model: EncodingModel, stimulus, *, return_metadata: bool = False, sho
 
     Returns
     -------
-    responses : (n_stimuli, n_outputs) float32 array, or ``out``
-        In the model's units (``metadata["units"]``).
+    responses : array, tuple of arrays, or ``out``
+        In the model's units (``metadata["units"]``), as the model's space hands them back: (n_stimuli, n_outputs)
+        float32 for volumes; BERG's ``(lh, rh)`` tuple of (n_stimuli, n_selected) arrays for surfaces;
+        (n_stimuli, repetitions, channels, times) for sensors. ``out``, when given, holds the (n_stimuli,
+        n_outputs) columns in the metadata's column order.
     metadata : ModelMetadata, only with ``return_metadata=True``
     """
     if not isinstance(model, EncodingModel):
@@ -220,57 +224,66 @@ def encode(model: EncodingModel, stimulus, *, return_metadata: bool = False, sho
         for block in model.predict_staged(staged(pool), readout_mb=readout_mb):
             responses[done:done + len(block)] = block
             done += len(block)
-    return (responses, model.metadata) if return_metadata else responses
+    metadata = model.metadata
+    if out is None:
+        responses = space_of(metadata).arrange(responses, metadata)
+    return (responses, metadata) if return_metadata else responses
 
 
-def _subject_readout(card: ModelCard, model_dir: Path, arrays: Mapping[str, np.ndarray], sel: Selection,
-                     node_dims: Mapping[str, int]) -> Readout:
-    prefix = "whole_brain." if sel.whole_brain else ""
-    weight = torch.from_numpy(arrays[prefix + "weight"][sel.rows])
-    bias = torch.from_numpy(arrays[prefix + "bias"][sel.rows])
-    projection = projection_bias = None
-    if card.has_projection:
-        shared = load_tensors(projection_path(model_dir))
-        projection = {n: shared[f"weight.{n}"] for n in node_dims}
-        projection_bias = shared["bias"]
-    return Readout(weight, bias, node_dims, projection, projection_bias)
+def _readout(arrays: ReadoutArrays, node_dims: Mapping[str, int], post=None) -> Readout:
+    return Readout(arrays.weight, arrays.bias, node_dims, arrays.projection, arrays.projection_bias, post=post)
 
 
-def _group_model(card: ModelCard, model_dir: Path, selection, sigma_mm: float | None
+def _group_model(card: ModelCard, model_format, model_dir: Path, selection, sigma_mm: float | None
                  ) -> tuple[Readout, dict[str, Any]]:
-    """The group-level readout and its column metadata, from the builder the card's ``group.kind`` names."""
-    from .card_registries import group_space_builder
+    """The group-level readout and its column fields, from the builder the card's ``group.kind`` names."""
+    from .card_registries import group_builder
+    from .group_readout import group_zscore
 
-    return group_space_builder(card.group.kind)(card, model_dir, selection, sigma_mm)
+    group, columns = group_builder(card.group.kind)(card, model_format, model_dir, selection, sigma_mm)
+    readout = Readout(torch.from_numpy(group.weight), torch.from_numpy(group.bias), card.backbone.feature_sizes,
+                      post=functools.partial(group_zscore, segments=group.segments))
+    return readout, columns
 
 
-def _subject_model(card: ModelCard, model_dir: Path, subject: int, selection) -> tuple[Readout, dict[str, Any]]:
-    """A subject's readout for the selection and its column metadata."""
-    require_files(native_paths(model_dir, subject, card.has_projection), card, subject)
-    meta = read_subject_metadata(model_dir, subject)
-    arrays = load_arrays(readout_path(model_dir, subject))
-    sel = resolve_selection(selection, meta, has_whole_brain="whole_brain.bias" in arrays)
-    readout = _subject_readout(card, model_dir, arrays, sel, card.backbone.feature_sizes)
-    return readout, column_fields(card, subject, meta, sel)
+def subject_columns(card: ModelCard, model_format, model_dir: Path, subject: int, selection
+                    ) -> tuple[Any, Selection, dict[str, Any]]:
+    """A subject's stored metadata, the selection resolved against it, and the contract's column fields."""
+    meta = model_format.subject_metadata(card, model_dir, subject)
+    sel = resolve_selection(selection, meta, model_format.has_whole_brain(card, model_dir, subject),
+                            card.space.space, card.roi_aliases)
+    return meta, sel, column_fields(card, subject, meta, sel)
+
+
+def _subject_model(card: ModelCard, model_format, model_dir: Path, subject: int, selection
+                   ) -> tuple[Readout, dict[str, Any]]:
+    """A subject's readout for the selection and its column fields."""
+    model_format.require(card, model_dir, subject)
+    meta, sel, columns = subject_columns(card, model_format, model_dir, subject, selection)
+    arrays = model_format.readout_arrays(card, model_dir, subject, meta, sel.rows, sel.whole_brain)
+    return _readout(arrays, card.backbone.feature_sizes), columns
 
 
 def load_encoding_model(card: ModelCard, berg_dir: Path, subject, *, selection=None, device="auto",
                         backbone_weights="default", verify_hash: bool = True, sigma_mm: float | None = None,
                         precision: str = "float32", channels_last: bool = False, compile: bool = False
                         ) -> EncodingModel:
-    """Build an :class:`EncodingModel` from native files under ``berg_dir``; the options are those of
-    :func:`berg.get_encoding_model`, which checks them first."""
+    """Build an :class:`EncodingModel` from the model's files under ``berg_dir`` (read by the card's format); the
+    options are those of :func:`berg.get_encoding_model`, which checks them first."""
+    from .card_registries import model_format
+
     subject = card.check_subject(subject)
     device = resolve_device(device)
     model_dir = Path(berg_dir) / card.folder
+    reader = model_format(card.format)
     if subject == "group":
-        readout, columns = _group_model(card, model_dir, selection, sigma_mm)
+        readout, columns = _group_model(card, reader, model_dir, selection, sigma_mm)
     else:
-        readout, columns = _subject_model(card, model_dir, subject, selection)
+        readout, columns = _subject_model(card, reader, model_dir, subject, selection)
     extractor = build_feature_extractor(card, backbone_weights, verify_hash, device)
     extractor.set_execution(channels_last=channels_last, compile=compile)
     backbone = {"architecture": card.backbone.architecture, **extractor.weights_identity,
                 "precision": precision, "channels_last": channels_last, "compiled": compile}
-    metadata = ModelMetadata.build(**{**columns, "backbone": backbone}, card_space=card.space.as_dict())
+    metadata = ModelMetadata.build(**{**columns, "backbone": backbone}, card_space=card.space.as_dict()
+                                   if subject != "group" else None)
     return EncodingModel(card, subject, extractor, readout.to(device), metadata, precision)
-

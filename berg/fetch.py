@@ -27,8 +27,7 @@ from .cards import ModelCard, Source
 from .config import default_berg_dir, is_offline
 from .errors import IntegrityError, MissingFilesError, OfflineError
 from .registry import get_card
-from .card_registries import format_reader
-from .storage.native import native_complete, native_paths
+from .card_registries import model_format
 
 log = logging.getLogger(__name__)
 
@@ -250,20 +249,22 @@ def download(model_id: str | ModelCard, subjects: Iterable[int] | None = None, b
     berg_dir = Path(berg_dir) if berg_dir is not None else default_berg_dir()
     card = resolve_card(model_id, berg_dir)
     subjects = [card.check_subject(s) for s in (card.subjects if subjects is None else subjects)]
+    subjects = list(dict.fromkeys(s for g in subjects for s in (card.subjects if g == "group" else [g])))
     model_dir = berg_dir / card.folder
-    reader = format_reader(card.format)
+    reader = model_format(card.format)
     rels = [r for s in subjects for r in reader.source_files(card, s)]
-    if not rels:  # the format brings its files by itself (e.g. from a wheel): write the native files
+    if not rels:  # the format brings its files by itself (e.g. from a wheel)
         for s in subjects:
-            reader.make_native(card, berg_dir, s)
-        return [p for s in subjects for p in native_paths(model_dir, s, card.has_projection)]
+            reader.prepare(card, berg_dir, s)
+        return list(dict.fromkeys(p for s in subjects for p in reader.files(card, model_dir, s)))
     with _lock(model_dir):
         _fetch_locked(card, model_dir, rels, endpoint_url, show_progress)
     return [model_dir / r for r in dict.fromkeys(rels)]
 
 
 def ensure_model_files(card: ModelCard, berg_dir: str | os.PathLike, subject: int | str) -> None:
-    """Make the native files of one subject exist: fetch the card's source files and let its format write them.
+    """Make the files of one subject (``"group"``: of every subject the group sums) readable: fetch the card's
+    source files and let its format prepare them.
 
     Raises
     ------
@@ -272,15 +273,16 @@ def ensure_model_files(card: ModelCard, berg_dir: str | os.PathLike, subject: in
     """
     berg_dir, subject = Path(berg_dir), card.check_subject(subject)
     model_dir = berg_dir / card.folder
-    if native_complete(model_dir, card, subject) or all(s.kind == "local" for s in card.sources):
+    reader = model_format(card.format)
+    if reader.is_ready(card, model_dir, subject) or all(s.kind == "local" for s in card.sources):
         return  # complete, or local files only: the caller reports what is missing
-    reader = format_reader(card.format)
-    rels = reader.source_files(card, subject)
-    if not rels:
-        reader.make_native(card, berg_dir, subject)
-        return
-    with _lock(model_dir):
-        if native_complete(model_dir, card, subject):
-            return
-        _fetch_locked(card, model_dir, rels, None, show_progress=True)
-        reader.make_native(card, berg_dir, subject)
+    for s in card.subjects if subject == "group" else [subject]:
+        rels = reader.source_files(card, s)
+        if not rels:
+            reader.prepare(card, berg_dir, s)
+            continue
+        with _lock(model_dir):
+            if reader.is_ready(card, model_dir, s):
+                continue
+            _fetch_locked(card, model_dir, rels, None, show_progress=True)
+            reader.prepare(card, berg_dir, s)

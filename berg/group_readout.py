@@ -1,30 +1,27 @@
 """The run-time group-level readout: subject readouts warped to MNI152, smoothed, summed and z-scored.
 
-Group space kind ``mni-warp-sum`` (see :mod:`berg.card_registries`): every subject's readout is folded with its
-subject -> MNI index map (:mod:`berg.mni`) into one (overlap voxels x features) map; per stimulus, each subject's
-block is z-scored within the overlap, the blocks summed and the sum z-scored (:func:`group_zscore`).
+Group kind ``mni-warp-sum`` (see :mod:`berg.card_registries`): every subject's readout is folded with its
+subject -> MNI index map (:mod:`berg.mni`, given by the model's format) into one (overlap voxels x features) map;
+per stimulus, each subject's block is z-scored within the overlap, the blocks summed and the sum z-scored
+(:func:`group_zscore`). The map is built with numpy and scipy; the z-scoring runs on the readout's torch tensors.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from . import validation
 from .cards import ModelCard
 from .config import berg_version
 from .errors import InvalidSelectionError, ModelFormatError, close_matches
-from .mni import (HEMISPHERES, MASK_SIGMA_MM, MASK_THRESHOLD, gaussian_weights, mni_map_path, nanmean_fold,
-                  smooth_volume, smoothing_operator)
-from .readout import Readout
-from .storage.native import load_arrays, native_paths, read_subject_metadata, readout_path, require_files
+from .mni import (HEMISPHERES, MASK_SIGMA_MM, MASK_THRESHOLD, gaussian_weights, nanmean_fold, smooth_volume,
+                  smoothing_operator)
+from .storage.formats import GroupSubject
 
 
 def check_rois(rois, valid: Sequence[str]) -> tuple[str, ...]:
@@ -39,6 +36,14 @@ def check_rois(rois, valid: Sequence[str]) -> tuple[str, ...]:
     if not names:
         raise InvalidSelectionError(f"roi=[] is not valid: expected one or more of {', '.join(valid)}")
     return tuple(r for r in valid if r in names)
+
+
+def check_group_selection(selection, valid: Sequence[str]) -> tuple[str, ...]:
+    """The group ROIs a selection (None or ``{"roi": name or [names]}``) chooses, in filling order."""
+    if selection is not None and (not isinstance(selection, dict) or any(k != "roi" for k in selection)):
+        raise InvalidSelectionError(f"selection={selection!r} is not valid for subject='group': "
+                                    "use {'roi': name or [names]} or None")
+    return check_rois((selection or {}).get("roi"), valid)
 
 
 def check_sigma(sigma_mm) -> float:
@@ -81,25 +86,6 @@ class GroupReadout:
     sigma_mm: float
 
 
-def read_mni_map(model_dir: Path, subject: int) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], np.ndarray]:
-    """A subject's index map: (mni_voxel, source_voxel, MNI volume shape, MNI affine).
-
-    ``mni_voxel`` (m,) holds flat C-order MNI indices and ``source_voxel`` (m,) the subject voxel (a row of
-    ``voxel_ijk``) whose value each takes; every other MNI voxel takes 0.
-    """
-    from safetensors import safe_open
-
-    path = mni_map_path(model_dir, subject)
-    arrays = load_arrays(path)
-    try:
-        with safe_open(str(path), framework="numpy") as handle:
-            header = handle.metadata() or {}
-        shape, affine = tuple(json.loads(header["volume_shape"])), np.asarray(json.loads(header["affine"]))
-        return arrays["mni_voxel"], arrays["source_voxel"], shape, affine
-    except (KeyError, ValueError) as exc:
-        raise ModelFormatError(f"{path}: malformed subject -> MNI index map ({exc!r})") from exc
-
-
 def _thresholded_smooth(flat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Flat indices where a binary mask smoothed with 1 mm exceeds 0.15 x its max (computed on a padded box)."""
     if flat.size == 0:
@@ -115,32 +101,31 @@ def _thresholded_smooth(flat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.ravel_multi_index(tuple(keep.T), shape)
 
 
-def group_readout(model_dir: str | Path, rois: Sequence[str], sigma_mm: float = 1.0, *,
-                  subjects: Sequence[int]) -> GroupReadout:
+def group_readout(subjects: Sequence[GroupSubject], rois: Sequence[str], sigma_mm: float = 1.0) -> GroupReadout:
     """Fold img2fmri's group pipeline up to the z-scoring into one affine map per subject.
 
     Parameters
     ----------
-    model_dir : path
-        The imported model folder (see :func:`berg.storage.img2fmri.import_img2fmri`).
+    subjects : sequence of GroupSubject
+        Each subject's stored metadata, readout arrays and MNI index map (``extras``: ``mni_voxel`` (m,) flat
+        C-order MNI indices, ``source_voxel`` (m,) the subject output each takes, ``mni_shape``, ``mni_affine``),
+        as the model's format gives them (:meth:`~berg.storage.formats.ModelFormat.group_subjects`).
     rois : sequence of str
         The chosen group ROIs in filling order (see :func:`check_rois`); each fills the subject volume, and the
         overlap mask, from its left- and right-hemisphere rows.
     sigma_mm : float
         Gaussian smoothing sigma in mm (0: none). The overlap mask always uses 1 mm, as img2fmri does.
-    subjects : sequence of int
-        The subjects summed (the card's ``subjects``).
 
     Returns
     -------
     GroupReadout
     """
-    rois, sigma_mm, model_dir = tuple(rois), check_sigma(sigma_mm), Path(model_dir)
+    rois, sigma_mm = tuple(rois), check_sigma(sigma_mm)
     parts, masks = [], {}
-    for s in subjects:
-        meta = read_subject_metadata(model_dir, s)
-        readout = load_arrays(readout_path(model_dir, s))
-        mni_voxel, source_voxel, shape, affine = read_mni_map(model_dir, s)
+    for subject in subjects:
+        meta, readout, extras = subject.metadata, subject.readout, subject.extras
+        mni_voxel, source_voxel, shape, affine = (extras[k] for k in ("mni_voxel", "source_voxel", "mni_shape",
+                                                                         "mni_affine"))
         steps = []
         for roi in rois:
             for h in HEMISPHERES:
@@ -167,10 +152,10 @@ def group_readout(model_dir: str | Path, rois: Sequence[str], sigma_mm: float = 
         segments=np.arange(len(parts) + 1, dtype=np.int64) * n,
         voxel_ijk=np.stack(np.unravel_index(overlap, shape), -1).astype(np.int32),
         affine=affine, volume_shape=tuple(int(v) for v in shape), roi_voxels=roi_voxels,
-        subjects=tuple(int(s) for s in subjects), rois=rois, sigma_mm=sigma_mm)
+        subjects=tuple(s.subject for s in subjects), rois=rois, sigma_mm=sigma_mm)
 
 
-def group_zscore(y: torch.Tensor, segments) -> torch.Tensor:
+def group_zscore(y, segments):
     """img2fmri's group average: per stimulus, z-score each subject's block, sum, z-score the sum.
 
     Z-scores use the population standard deviation (``ddof=0``, as ``scipy.stats.zscore``); a constant
@@ -199,46 +184,39 @@ def group_zscore(y: torch.Tensor, segments) -> torch.Tensor:
     blocks = y.reshape(y.shape[0], len(offsets) - 1, widths.pop())
     mean, std = _mean_std(blocks)  # (B, S, 1)
     scale = std.reciprocal().transpose(1, 2)  # (B, 1, S)
-    total = torch.baddbmm(-(scale @ mean), scale, blocks).squeeze(1)  # sum_s (y_s - mean_s) / std_s
+    total = (-(scale @ mean)).baddbmm(scale, blocks).squeeze(1)  # sum_s (y_s - mean_s) / std_s
     mean, std = _mean_std(total)
     return total.sub_(mean).div_(std)
 
 
-def _mean_std(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and population std over the last axis, from two fast reductions (sum and norm)."""
+def _mean_std(y):
+    """Mean and population std over the last axis of a tensor, from two fast reductions (sum and norm)."""
     mean = y.mean(-1, keepdim=True)
-    mean_square = torch.linalg.vector_norm(y, dim=-1, keepdim=True).square_().div_(y.shape[-1])
+    mean_square = y.norm(dim=-1, keepdim=True).square_().div_(y.shape[-1])
     return mean, (mean_square - mean.square()).clamp_min_(0).sqrt_()
 
 
-def build_group_model(card: ModelCard, model_dir: Path, selection, sigma_mm: float | None
-                      ) -> tuple[Readout, dict[str, Any]]:
-    """The group-level readout of ``card`` (its ``group`` section) and its column metadata.
+def build_group_readout(card: ModelCard, model_format: Any, model_dir: Path, selection, sigma_mm: float | None
+                        ) -> tuple[GroupReadout, dict[str, Any]]:
+    """The group-level readout of ``card`` (its ``group`` section) and its column fields for the metadata contract.
 
     ``selection`` is None or ``{"roi": name or [names]}`` among the card's group ROIs; ``sigma_mm`` the smoothing
-    in mm (default: the card's ``group.sigma_mm``).
+    in mm (default: the card's ``group.sigma_mm``). The subjects' inputs come from ``model_format``.
     """
     group_spec = card.group
-    for s in card.subjects:
-        require_files(native_paths(model_dir, s, card.has_projection) + [mni_map_path(model_dir, s)], card,
-                      "group")
-    selection = selection or {}
-    if any(k != "roi" for k in selection):
-        raise InvalidSelectionError(f"selection={dict(selection)!r} is not valid for subject='group': "
-                                    "use {'roi': name or [names]} or None")
-    chosen = check_rois(selection.get("roi"), group_spec.rois)
-    group = group_readout(model_dir, rois=chosen, sigma_mm=group_spec.sigma_mm if sigma_mm is None else sigma_mm,
-                          subjects=card.subjects)
-    readout = Readout(torch.from_numpy(group.weight), torch.from_numpy(group.bias), card.backbone.feature_sizes,
-                      post=functools.partial(group_zscore, segments=group.segments))
-    metadata = {
+    chosen = check_group_selection(selection, group_spec.rois)
+    model_format.require(card, model_dir, "group")
+    group = group_readout(model_format.group_subjects(card, model_dir), rois=chosen,
+                          sigma_mm=group_spec.sigma_mm if sigma_mm is None else sigma_mm)
+    n = int(group.voxel_ijk.shape[0])
+    fields = {
         "model_id": card.model_id, "subject": "group",
-        "selection": {"roi": list(group.rois), "sigma_mm": group.sigma_mm},
-        "n_voxels": int(group.voxel_ijk.shape[0]), "voxel_ijk": group.voxel_ijk,
-        "voxel_index": np.arange(group.voxel_ijk.shape[0]), "volume_shape": group.volume_shape,
-        "affine": group.affine, "space": {"kind": group_spec.template, "template": group_spec.template},
-        "fill_value": 0.0, "roi_columns": group.roi_voxels, "accuracy": {}, "accuracy_units": {},
+        "selection": {"roi": list(group.rois), "sigma_mm": group.sigma_mm}, "n_outputs": n,
+        "space": {"kind": "volume", "template": group_spec.template},
+        "layout": {"volume_shape": group.volume_shape, "affine": group.affine},
+        "coordinates": {"voxel_ijk": group.voxel_ijk, "output_index": np.arange(n, dtype=np.int64)},
+        "fill_value": 0.0, "roi_columns": group.roi_voxels, "accuracy": {},
         "units": "z-score across the overlap voxels (group sum of subject z-scores, z-scored)",
         "provenance": {"subjects": list(group.subjects)}, "berg_version": berg_version(),
     }
-    return readout, metadata
+    return group, fields

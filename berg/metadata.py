@@ -6,15 +6,16 @@ One :class:`ModelMetadata` serves ``encode(..., return_metadata=True)``, :func:`
 
 Normalised here, whatever the model's files hold:
 
-- ``space`` is always a :class:`Space` dict, ``{"kind": ..., "template": ...}``.
+- ``space`` is always a :class:`Space` dict, ``{"kind": ..., "template": ...}``; what the columns are in that
+  space is ``coordinates`` (per column) and ``layout`` (the grid), with the keys the space defines.
 - ROI columns are named ``roi_columns`` everywhere.
 - ``accuracy`` holds per-column accuracy only, every value a fraction (Pearson r for correlations), and
   ``accuracy_units`` gives each name the unit of its kind (:data:`ACCURACY_UNITS`). Fitting hyper-parameters such
   as the ridge ``alpha`` go to ``fitting``.
 
-BERG's nested ``fmri`` / ``encoding_models`` view (:mod:`berg.berg_view`) is computed on access from the subject's
-stored metadata that the contract keeps (``meta["fmri"]``); it is not one of the contract's keys, so iterating over
-the contract or writing it to a file never includes it.
+BERG's nested ``fmri`` / ``encoding_models`` view (the space's ``berg_view``) is computed on access from the
+subject's stored metadata that the contract keeps (``meta["fmri"]``); it is not one of the contract's keys, so
+iterating over the contract or writing it to a file never includes it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 
+from .card_schema import LEGACY_SPACE_KINDS
 from .cards import ModelCard
 from .config import berg_version
 from .selection import Selection
@@ -47,8 +49,9 @@ _BERG_VIEW_KEYS = ("fmri", "encoding_models")
 class Space(TypedDict):
     """The space the output columns live in.
 
-    ``kind`` is ``"subject"`` (a subject's own volume), ``"MNI152"`` or ``"fsaverage"``; ``template`` names the
-    template the volume is registered to, or None.
+    ``kind`` is the space's class (``"volume"``, ``"surface"``, ``"sensors"``, or another registered one);
+    ``template`` the grid it is registered to, as a TemplateFlow identifier where one applies (``MNI152NLin6Asym``,
+    ``fsaverage``), ``"individual"`` for a subject's own grid, or None.
     """
 
     kind: str
@@ -56,19 +59,19 @@ class Space(TypedDict):
 
 
 def normalise_space(stored: Any, card_space: Mapping[str, Any] | None = None) -> Space:
-    """A :class:`Space` from a stored value (a string or a dict) over the card's ``space`` entry.
-
-    A string names the kind when it is one of the card's kinds' names, else the template.
-    """
-    base = dict(card_space or {})
+    """A :class:`Space` from the card's ``space`` entry, with gaps filled from a stored value (a string or a dict;
+    the kinds of earlier files, ``subject``, ``MNI152`` and ``fsaverage``, name their class)."""
+    kind, template = None, None
     if isinstance(stored, Mapping):
-        base.update(stored)
-    elif isinstance(stored, str) and stored != base.get("kind"):
-        if stored in ("subject", "fsaverage") or "kind" not in base:
-            base["kind"] = stored
-        else:
-            base["template"] = stored
-    return Space(kind=str(base.get("kind", "subject")), template=base.get("template"))
+        kind, template = stored.get("kind"), stored.get("template")
+    elif isinstance(stored, str):
+        kind = stored
+    if kind in LEGACY_SPACE_KINDS:
+        kind, implied = LEGACY_SPACE_KINDS[kind]
+        template = template or implied
+    card_space = dict(card_space or {})
+    return Space(kind=str(card_space.get("kind") or kind or "volume"),
+                 template=card_space.get("template") or template)
 
 
 def accuracy_kind(name: str) -> str:
@@ -83,9 +86,14 @@ def split_accuracy(accuracy: Mapping[str, np.ndarray]) -> tuple[dict[str, np.nda
     return scores, fitting
 
 
+#: Keys read from ``coordinates`` and ``layout`` for volume models (None for models in other spaces).
+_VOLUME_KEYS = {"voxel_ijk": ("coordinates", "voxel_ijk"), "voxel_index": ("coordinates", "output_index"),
+                "volume_shape": ("layout", "volume_shape"), "affine": ("layout", "affine")}
+
+
 @dataclass(frozen=True)
 class ModelMetadata(Mapping):
-    """What an encoding model's output columns are (``n`` = ``n_voxels`` columns).
+    """What an encoding model's output columns are (``n`` = ``n_outputs`` columns), the same keys for every space.
 
     Attributes
     ----------
@@ -93,18 +101,21 @@ class ModelMetadata(Mapping):
     subject : int or "group"
     selection : dict
         The selection the columns come from (``{}`` for the whole brain).
-    n_voxels : int
-        Number of output columns ``n``.
-    voxel_ijk : (n, 3) int array
-        Voxel coordinates of each column in the volume.
-    voxel_index : (n,) int64 array
-        Index of each column among the subject's voxels (the group grid's for ``"group"``).
-    volume_shape : tuple of 3 int
-    affine : (4, 4) float64 array
-        Voxel to world (mm).
+    n_outputs : int
+        Number of output columns ``n`` (also ``n_voxels``, BERG's name, whatever the space).
     space : Space
+    layout : dict
+        The space's grid: a volume's ``volume_shape`` and ``affine`` (4, 4) voxel -> mm; a surface's ``mesh``,
+        ``hemispheres`` and ``n_vertices``; sensors' ``ch_names``, ``times`` (s) and ``repetitions``.
+    coordinates : dict
+        Per-column (n, ...) arrays: ``output_index`` (the column's index among the subject's whole-brain outputs,
+        or the group grid's), and the space's own (a volume's ``voxel_ijk`` (n, 3); a surface's ``hemisphere``
+        and ``vertex``; sensors' ``repetition``, ``channel`` and ``time`` indices).
+    voxel_ijk, voxel_index, volume_shape, affine
+        For volume models, ``coordinates["voxel_ijk"]``, ``coordinates["output_index"]``,
+        ``layout["volume_shape"]`` and ``layout["affine"]``; None otherwise.
     fill_value : float
-        Value outside the columns' voxels when placed in a volume (NaN for subjects, 0 for group maps).
+        Value where no column is, when placed on the space's grid (NaN for subjects, 0 for group maps).
     roi_columns : dict
         ``{roi: (m,) int64 columns}``, only ROIs with at least one column.
     accuracy : dict
@@ -126,12 +137,10 @@ class ModelMetadata(Mapping):
     model_id: str
     subject: int | str
     selection: dict
-    n_voxels: int
-    voxel_ijk: np.ndarray
-    voxel_index: np.ndarray
-    volume_shape: tuple[int, ...]
-    affine: np.ndarray
+    n_outputs: int
     space: Space
+    layout: dict[str, Any]
+    coordinates: dict[str, np.ndarray]
     fill_value: float
     roi_columns: dict[str, np.ndarray]
     accuracy: dict[str, np.ndarray]
@@ -149,13 +158,29 @@ class ModelMetadata(Mapping):
         """The contract from loosely typed values: space and accuracy normalised, units from the accuracy kinds."""
         scores, fitting = split_accuracy(accuracy)
         values.pop("accuracy_units", None)  # units follow from the accuracy kinds, whatever was stored
+        for derived in ("n_voxels", *_VOLUME_KEYS):  # read from n_outputs, coordinates and layout
+            values.pop(derived, None)
         fitting.update(values.pop("fitting", {}) or {})
-        return cls(accuracy=scores, fitting=fitting, space=normalise_space(space, card_space),
+        layout = dict(values.pop("layout"))
+        if "volume_shape" in layout:
+            layout["volume_shape"] = tuple(int(s) for s in layout["volume_shape"])
+        if "affine" in layout:
+            layout["affine"] = np.asarray(layout["affine"], dtype=np.float64)
+        return cls(accuracy=scores, fitting=fitting, space=normalise_space(space, card_space), layout=layout,
                    accuracy_units={k: ACCURACY_UNITS.get(accuracy_kind(k), "as stored") for k in scores},
-                   volume_shape=tuple(int(s) for s in values.pop("volume_shape")),
-                   affine=np.asarray(values.pop("affine"), dtype=np.float64),
                    roi_columns={k: np.asarray(v, dtype=np.int64) for k, v in values.pop("roi_columns").items()},
                    **values)
+
+    @property
+    def n_voxels(self) -> int:
+        """BERG's name for the number of output columns."""
+        return self.n_outputs
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _VOLUME_KEYS:
+            section, key = _VOLUME_KEYS[name]
+            return object.__getattribute__(self, section).get(key) if self.space["kind"] == "volume" else None
+        raise AttributeError(name)
 
     def __getitem__(self, key: str) -> Any:
         if key in _BERG_VIEW_KEYS:
@@ -172,11 +197,11 @@ class ModelMetadata(Mapping):
 
     @classmethod
     def _keys(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls) if f.name != "stored")
+        return tuple(f.name for f in fields(cls) if f.name != "stored") + ("n_voxels", *_VOLUME_KEYS)
 
     @property
     def fmri(self) -> dict[str, Any]:
-        """BERG's ``fmri`` entry for the subject (:func:`berg.berg_view.berg_metadata_view`); fresh arrays."""
+        """BERG's ``fmri`` entry for the subject (the space's view); fresh arrays."""
         return self._berg_view()["fmri"]
 
     @property
@@ -184,12 +209,17 @@ class ModelMetadata(Mapping):
         """BERG's ``encoding_models`` entry for the subject, in BERG's units; fresh arrays."""
         return self._berg_view()["encoding_models"]
 
+    def berg_view(self) -> dict[str, Any]:
+        """BERG's whole nested metadata dict for the subject (its keys depend on the space: ``fmri``,
+        ``encoding_models``, ``eeg`` …), as BERG's ``get_model_metadata`` returns it."""
+        return self._berg_view()
+
     def _berg_view(self) -> dict[str, Any]:
-        from .berg_view import berg_metadata_view
+        from .spaces import space_of
 
         if self.stored is None:
             raise KeyError(f"BERG's view exists for subject models only (subject={self.subject!r})")
-        return berg_metadata_view(self.stored, split_accuracy(self.stored.accuracy())[0])
+        return space_of(self).berg_view(self.stored, split_accuracy(self.stored.accuracy())[0])
 
     def copy(self) -> "ModelMetadata":
         """A deep copy: nothing in it is shared with this one."""
@@ -197,16 +227,20 @@ class ModelMetadata(Mapping):
 
     def to_json(self) -> dict[str, Any]:
         """The contract's scalar fields as JSON-ready values (arrays and per-column entries left out)."""
-        per_column = ("voxel_ijk", "voxel_index", "roi_columns", "accuracy", "fitting")
+        per_column = ("coordinates", "voxel_ijk", "voxel_index", "roi_columns", "accuracy", "fitting")
         out = {k: getattr(self, k) for k in self._keys() if k not in per_column}
-        out["affine"] = self.affine.tolist()
-        out["volume_shape"] = list(self.volume_shape)
+        out["layout"] = {k: np.asarray(v).tolist() if isinstance(v, (np.ndarray, tuple)) else v
+                         for k, v in self.layout.items()}
+        for key in ("affine", "volume_shape"):
+            if out.get(key) is not None:
+                out[key] = np.asarray(out[key]).tolist()
         out["roi_names"] = list(self.roi_columns)
         return out
 
 
 def column_fields(card: ModelCard, subject: int, meta: SubjectMetadata, sel: Selection) -> dict[str, Any]:
     """The contract's fields for a subject's selected columns, for :meth:`ModelMetadata.build` (no backbone)."""
+    space = card.space.space
     roi_columns = {}
     for name in meta.roi_names:
         rows = meta.roi_rows(name)
@@ -214,20 +248,18 @@ def column_fields(card: ModelCard, subject: int, meta: SubjectMetadata, sel: Sel
         cols = np.flatnonzero(member)
         if cols.size:
             roi_columns[name] = cols
+    outputs = np.asarray(sel.voxels, dtype=np.int64)
     return {
         "model_id": card.model_id,
         "subject": subject,
         "selection": sel.description,
-        "n_voxels": int(sel.voxels.size),
-        "voxel_ijk": meta.voxel_ijk[sel.voxels],
-        "voxel_index": np.asarray(sel.voxels, dtype=np.int64),
-        "volume_shape": meta.info["volume_shape"],
-        # a volume without a known affine (some legacy files) is placed with voxel indices as coordinates
-        "affine": np.eye(4) if meta.info["affine"] is None else meta.info["affine"],
-        "space": meta.info.get("space", card.space.as_dict()),
-        "fill_value": float("nan"),
+        "n_outputs": int(outputs.size),
+        "layout": space.layout(meta),
+        "coordinates": {**space.coordinates(meta, outputs), "output_index": outputs},
+        "space": meta.info.get("space"),
+        "fill_value": float(space.fill_value),
         "roi_columns": roi_columns,
-        "accuracy": {k: v[sel.voxels] for k, v in meta.accuracy().items()},
+        "accuracy": {k: v[outputs] for k, v in meta.accuracy().items()},
         "fitting": {k: meta.info[k] for k in FITTING_NAMES if k in meta.info},
         "units": card.units,
         "provenance": meta.info.get("provenance", {}),

@@ -17,25 +17,18 @@ what the importer needs at import time; the run-time group readout lives in :mod
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse
 from scipy.ndimage import gaussian_filter
 
 from ._optional import import_optional
-from .storage.native import metadata_paths, subject_tag
 
 HEMISPHERES = ("LH", "RH")
 MNI_VOXEL_MM = 2.0
 TRUNCATE = 4.0
 MASK_SIGMA_MM = 1.0
 MASK_THRESHOLD = 0.15
-
-
-def mni_map_path(model_dir: Path, subject: int) -> Path:
-    """Path of a subject's subject -> MNI index map (``metadata/berg_mni_sub-0S.safetensors``)."""
-    return metadata_paths(model_dir, subject)[0].parent / f"berg_mni_{subject_tag(int(subject))}.safetensors"
 
 
 def nearest_index(points: np.ndarray) -> np.ndarray:

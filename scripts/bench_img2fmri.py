@@ -57,7 +57,7 @@ def run(quick: bool = False, berg_dir: str | None = None, device: str = "cpu") -
     """Time berg, its matmul floor and img2fmri interleaved (best of three); return per-frame times (ms), ratios."""
     from berg.group_readout import group_readout, group_zscore
     from berg.readout import Readout
-    from berg.storage.img2fmri import import_img2fmri, locate_wheel
+    from berg.storage.img2fmri import Img2fmriFormat, img2fmri_card, import_img2fmri, locate_wheel
 
     n_theirs, n_ours, batch = (3, 2048, 256) if quick else (20, 16384, 512)
     rng = np.random.default_rng(0)
@@ -66,7 +66,7 @@ def run(quick: bool = False, berg_dir: str | None = None, device: str = "cpu") -
         wheel = locate_wheel()
         model_dir = import_img2fmri(berg_dir or Path(tmp) / "berg", wheel=wheel)
         start = time.perf_counter()
-        group = group_readout(model_dir, ROIS, subjects=(1, 2, 3))
+        group = group_readout(Img2fmriFormat().group_subjects(img2fmri_card(), model_dir), ROIS)
         setup_s = time.perf_counter() - start
         # the group readout exactly as the encoder builds it: the folded map, then the group z-scoring
         readout = Readout(torch.from_numpy(group.weight), torch.from_numpy(group.bias), {"avgpool": 512},

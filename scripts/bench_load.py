@@ -32,7 +32,8 @@ sys.path.insert(0, str(REPO))
 from berg.cards import load_card, validate_card  # noqa: E402
 from berg.storage.legacy import convert_bmd_legacy, legacy_files, load_legacy_npy  # noqa: E402
 from berg.encoder import _subject_model  # noqa: E402
-from berg.storage.native import native_paths, projection_path, read_subject_metadata, readout_path  # noqa: E402
+from berg.storage.native import (NativeFormat, native_paths, projection_path, read_subject_metadata,  # noqa: E402
+                                 readout_path)
 
 SUBJECT = 1
 
@@ -109,10 +110,10 @@ def run(quick: bool = False, workdir: str | os.PathLike | None = None) -> dict:
         convert_bmd_legacy(model_dir, card, SUBJECT)
         convert_s = time.perf_counter() - start
         legacy = [model_dir / r for r in legacy_files(card, SUBJECT)]
-        native = native_paths(model_dir, SUBJECT, True)
+        native = native_paths(model_dir, SUBJECT, card)
 
         def native_ready():
-            return _subject_model(card, model_dir, SUBJECT, None)
+            return _subject_model(card, NativeFormat(), model_dir, SUBJECT, None)
 
         def native_mmap():
             arrays = {**load_torch(str(projection_path(model_dir))), **load_torch(str(readout_path(model_dir, SUBJECT)))}

@@ -56,7 +56,7 @@ def test_typed_fields_are_parsed_from_the_yaml():
     assert bmd.backbone.n_features == 4_084_096 and bmd.backbone.feature_sizes["avgpool"] == 1024
     assert list(bmd.backbone.feature_sizes) == list(bmd.backbone.return_nodes)
     assert bmd.format == "berg-legacy" and bmd.has_projection and bmd.readout.n_components == 100
-    assert bmd.stimulus.n_frames == 14 and bmd.space.volume_shape == (62, 77, 61) and bmd.space.name == "MNI152"
+    assert bmd.stimulus.n_frames == 14 and bmd.space.volume_shape == (62, 77, 61) and bmd.space.name == "MNI152NLin2009cAsym" and bmd.space.kind == "volume"
     assert bmd.source("s3").bucket == "brain-encoding-response-generator" and bmd.source("pypi-wheel") is None
     assert bold.format == "img2fmri-wheel" and not bold.has_projection and bold.stimulus.n_frames is None
     assert bold.group.kind == "mni-warp-sum" and bold.group.rois == ("EarlyVis", "OPA", "LOC", "RSC", "PPA")

@@ -31,14 +31,14 @@ def test_unknown_roi_with_close_matches(tiny_model, berg_dir):
 
 
 def test_unknown_selection_key(tiny_model, berg_dir):
-    with pytest.raises(errors.InvalidSelectionError, match=r"unknown key\(s\) \['roii'\]; valid keys: 'roi', 'voxels'"):
+    with pytest.raises(errors.InvalidSelectionError, match=r"unknown key\(s\) \['roii'\]; valid keys for a volume model: 'roi', 'voxels'"):
         _model(berg_dir, selection={"roii": "lA"})
 
 
 @pytest.mark.parametrize("mask, phrase", [
     (np.ones(59), r"shape \(59,\); it must be a binary vector of length 60"),
     (np.full(60, 2), r"must be binary"),
-    (np.zeros(60), r"selects no voxel"),
+    (np.zeros(60), r"selects nothing"),
 ], ids=["wrong-length", "non-binary", "all-zeros"])
 def test_bad_voxel_masks(tiny_model, berg_dir, mask, phrase):
     with pytest.raises(errors.InvalidSelectionError, match=phrase):

@@ -18,6 +18,10 @@ from _support import ROIS, Wheel
 from berg.errors import IntegrityError, ModelFormatError, OfflineError, UnsafePickleError
 from berg.storage import img2fmri as importer
 from berg.storage.native import load_arrays, read_subject_metadata, readout_path
+from berg.storage.wheels import WheelSpec
+
+CARD = importer.img2fmri_card()  # the zoo's card of the img2fmri-wheel format
+WHEEL = WheelSpec.of(CARD, "the tests")
 
 # published LH + RH voxel counts (subject x ROI)
 COUNTS = {1: [(210, 285), (101, 187), (152, 190), (86, 143), (131, 200)],
@@ -66,7 +70,7 @@ def test_metadata_and_provenance(img2fmri_model_dir):
     assert info["ridge_alpha"]["EarlyVis"] == pytest.approx(35938.1, rel=1e-5)
     assert info["ridge_alpha"]["PPA"] == pytest.approx(12915.5, rel=1e-5)
     prov = info["provenance"]
-    assert prov["sha256"] == importer.WHEEL_SHA256 and prov["wheel"] == importer.WHEEL_NAME
+    assert prov["sha256"] == WHEEL.sha256 and prov["wheel"] == WHEEL.filename
     assert "img2fmri/models/subj2_LOC_model.pkl" in prov["files"]
     assert not any("subj1_" in name for name in prov["files"])
     flat = np.ravel_multi_index(tuple(meta.voxel_ijk.T), info["volume_shape"])
@@ -102,19 +106,19 @@ def test_failure_mid_import_leaves_no_model(img2fmri_wheel, tmp_path, monkeypatc
     with pytest.raises(RuntimeError, match="disk full"):
         importer.import_img2fmri(tmp_path, wheel=img2fmri_wheel)
     assert len(calls) == 2
-    parent = tmp_path / importer.MODEL_SUBDIR.parent
-    assert not (tmp_path / importer.MODEL_SUBDIR).exists()
+    parent = tmp_path / CARD.folder.parent
+    assert not (tmp_path / CARD.folder).exists()
     assert [p.name for p in parent.iterdir()] == [".model-resnet18.lock"]
     assert not list(tmp_path.rglob("*.safetensors"))
 
 
 def test_wrong_sha256_raises_integrity_error(tmp_path):
-    fake = tmp_path / importer.WHEEL_NAME
+    fake = tmp_path / WHEEL.filename
     fake.write_bytes(b"not the wheel")
     with pytest.raises(IntegrityError) as info:
         importer.locate_wheel(fake)
     message = str(info.value)
-    assert str(fake) in message and importer.WHEEL_SHA256 in message
+    assert str(fake) in message and WHEEL.sha256 in message
     assert hashlib.sha256(b"not the wheel").hexdigest() in message
     # a corrupt cached copy is caught the same way
     with pytest.raises(IntegrityError):
@@ -127,9 +131,9 @@ def test_offline_without_cache_raises_offline_error(tmp_path, monkeypatch):
     with pytest.raises(OfflineError) as info:
         importer.import_img2fmri(tmp_path / "berg")
     message = str(info.value)
-    assert importer.WHEEL_NAME in message
+    assert WHEEL.filename in message
     assert "-m pip download img2fmri==1.0 --no-deps" in message and str(tmp_path / "cache" / "wheels") in message
-    assert not (tmp_path / "berg" / importer.MODEL_SUBDIR).exists()
+    assert not (tmp_path / "berg" / CARD.folder).exists()
 
 
 def test_missing_wheel_path_names_the_parameter(tmp_path):
@@ -198,7 +202,7 @@ def test_end_to_end_equals_torchvision_plus_the_wheels_ridge(img2fmri_model_dir,
 def test_force_reimport_replaces_the_folder_whole(img2fmri_model_dir, img2fmri_wheel, tmp_path):
     import shutil
 
-    target = tmp_path / importer.MODEL_SUBDIR
+    target = tmp_path / CARD.folder
     shutil.copytree(img2fmri_model_dir, target)
     (target / "leftover.txt").write_text("from an older import")
     assert importer.import_img2fmri(tmp_path, wheel=img2fmri_wheel, force=True) == target

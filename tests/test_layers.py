@@ -19,13 +19,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "berg"
 LAYERS = [
     ("foundation", ["berg", "berg.errors", "berg.validation", "berg._optional", "berg._io", "berg.config",
                     "berg.card_registries", "berg.card_schema", "berg.cards", "berg.registry", "berg.model_cards"]),
-    ("storage", ["berg.storage", "berg.storage.safe_pickle", "berg.storage.native", "berg.storage.legacy_metadata",
-                 "berg.storage.legacy", "berg.storage.synthetic", "berg.mni", "berg.storage.img2fmri"]),
+    ("storage", ["berg.storage", "berg.storage.formats", "berg.storage.safe_pickle", "berg.storage.native",
+                 "berg.storage.legacy_metadata", "berg.storage.legacy", "berg.storage.berg_surface",
+                 "berg.storage.synthetic", "berg.storage.wheels", "berg.mni", "berg.storage.img2fmri"]),
     ("stimulus", ["berg.video", "berg.stimuli", "berg.baselines"]),
     ("backbone", ["berg.backbones"]),
     ("readout", ["berg.readout"]),
-    ("selection", ["berg.selection"]),
-    ("space", ["berg.spaces", "berg.group_readout", "berg.berg_view", "berg.metadata"]),
+    ("space", ["berg.spaces", "berg.spaces.*", "berg.selection", "berg.group_readout", "berg.metadata"]),
     ("sink", ["berg.predictors", "berg.sinks"]),
     ("encoder", ["berg.encoder"]),
     ("movie", ["berg.hrf", "berg.movie"]),
@@ -39,14 +39,16 @@ LAYERS = [
 # Modules that run no model: importing one alone must not load torch.
 TORCH_FREE = ["berg", "berg.errors", "berg.validation", "berg._optional", "berg._io", "berg.config",
               "berg.card_registries", "berg.card_schema", "berg.cards", "berg.registry", "berg.model_cards",
-              "berg.storage", "berg.storage.safe_pickle", "berg.storage.native", "berg.storage.legacy_metadata",
-              "berg.storage.legacy", "berg.storage.synthetic", "berg.mni", "berg.storage.img2fmri", "berg.video",
-              "berg.baselines", "berg.selection", "berg.spaces", "berg.berg_view", "berg.metadata",
+              "berg.storage", "berg.storage.formats", "berg.storage.safe_pickle", "berg.storage.native",
+              "berg.storage.legacy_metadata", "berg.storage.legacy", "berg.storage.berg_surface",
+              "berg.storage.synthetic", "berg.storage.wheels", "berg.mni", "berg.storage.img2fmri", "berg.video",
+              "berg.baselines", "berg.selection", "berg.spaces", "berg.spaces.*", "berg.group_readout",
+              "berg.metadata",
               "berg.predictors", "berg.sinks", "berg.hrf", "berg.movie", "berg.fetch", "berg.api", "berg.analysis",
               "berg.batch", "berg.batch.job", "berg.batch.units", "berg.batch.records", "berg.batch.runner",
               "berg.cli.*"]
 # Modules that run a model (or train one) and may load torch when imported.
-RUNS_A_MODEL = ["berg.stimuli", "berg.backbones", "berg.readout", "berg.group_readout", "berg.encoder",
+RUNS_A_MODEL = ["berg.stimuli", "berg.backbones", "berg.readout", "berg.encoder",
                 "berg.batch.execute", "berg.batch.local", "berg.batch.ray_engine", "berg.training.*"]
 
 

@@ -54,15 +54,19 @@ def test_both_models_and_the_group_give_the_same_keys(subject_metadata, group_mo
 def test_space_is_one_type_for_every_model(subject_metadata, group_model):
     spaces = [meta["space"] for meta in subject_metadata.values()] + [group_model.metadata["space"]]
     assert all(type(s) is dict and set(s) == {"kind", "template"} for s in spaces)
-    assert [s["kind"] for s in spaces] == ["subject", "subject", "MNI152"]
-    assert spaces[0]["template"] == "MNI152"  # BERG's legacy files store the template name as a bare string
+    assert [s["kind"] for s in spaces] == ["volume", "volume", "volume"]
+    # TemplateFlow identifiers from the cards: BMD's fMRIPrep grid, img2fmri's subject grids, FSL's MNI152 2 mm
+    assert [s["template"] for s in spaces] == ["MNI152NLin2009cAsym", "individual", "MNI152NLin6Asym"]
 
 
 @pytest.mark.parametrize("stored, card, want", [
-    ("MNI152", {"kind": "subject"}, {"kind": "subject", "template": "MNI152"}),
-    ("subject", {"kind": "subject", "template": "MNI152"}, {"kind": "subject", "template": "MNI152"}),
-    ({"kind": "MNI152", "grid": "2 mm"}, {"kind": "subject"}, {"kind": "MNI152", "template": None}),
-    (None, {"kind": "fsaverage", "volume_shape": [1, 2, 3]}, {"kind": "fsaverage", "template": None}),
+    ("MNI152", None, {"kind": "volume", "template": "MNI152"}),  # what earlier files stored, as a bare string
+    ("subject", {"kind": "volume", "template": "individual"}, {"kind": "volume", "template": "individual"}),
+    ({"kind": "subject"}, None, {"kind": "volume", "template": None}),
+    ({"kind": "fsaverage"}, None, {"kind": "surface", "template": "fsaverage"}),
+    ({"kind": "volume", "template": "old"}, {"kind": "volume", "template": "MNI152NLin6Asym"},
+     {"kind": "volume", "template": "MNI152NLin6Asym"}),  # the card's template wins over a stored one
+    (None, {"kind": "sensors"}, {"kind": "sensors", "template": None}),
 ])
 def test_normalise_space(stored, card, want):
     assert normalise_space(stored, card) == want
@@ -131,7 +135,7 @@ def test_written_columns_carry_the_contract(model, tmp_path):
     meta = model.metadata
     with h5py.File(tmp_path / "columns.h5", "w") as h5:
         write_columns(h5, meta)
-        assert json.loads(h5.attrs["space"]) == meta["space"] == {"kind": "subject", "template": "MNI152"}
+        assert json.loads(h5.attrs["space"]) == meta["space"] == {"kind": "volume", "template": "individual"}
         np.testing.assert_array_equal(h5["voxel_ijk"][()], meta["voxel_ijk"])
         assert set(h5["roi_columns"]) == set(meta["roi_columns"])
 

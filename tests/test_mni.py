@@ -11,15 +11,23 @@ from scipy.ndimage import gaussian_filter
 from _support import ROIS, Wheel
 from berg import group_readout, mni
 from berg.errors import InvalidArgumentError, InvalidSelectionError, ModelFormatError
+from berg.registry import get_card
+from berg.storage.img2fmri import Img2fmriFormat, read_mni_map
 from berg.storage.native import read_subject_metadata
 
 MNI_SHAPE = (91, 109, 91)
 
 
+def _subjects(model_dir):
+    """The group readout's inputs, as the img2fmri format gives them."""
+    return Img2fmriFormat().group_subjects(get_card("fmri-bold5000-resnet18"), model_dir)
+
+
 def _mapped_mask(model_dir, subject, name):
     """Our MNI mask of one subject ROI/hemisphere, from the stored index map."""
     meta = read_subject_metadata(model_dir, subject)
-    mni_voxel, source_voxel, shape, _ = group_readout.read_mni_map(model_dir, subject)
+    mni_voxel, source_voxel, shape = (read_mni_map(model_dir, subject)[k] for k in ("mni_voxel", "source_voxel",
+                                                                                     "mni_shape"))
     volume = np.zeros(int(np.prod(shape)), bool)
     volume[mni_voxel[np.isin(source_voxel, meta.row_voxel[meta.roi_rows(name)])]] = True
     return volume.reshape(shape)
@@ -56,7 +64,8 @@ def _unfolded_group(wheel, model_dir, features, rois, sigma_mm):
     for subject in (1, 2, 3):
         volume = wheel.subject_volume(subject, features, rois)
         meta = read_subject_metadata(model_dir, subject)
-        mni_voxel, source_voxel, shape, _ = group_readout.read_mni_map(model_dir, subject)
+        mni_voxel, source_voxel, shape = (read_mni_map(model_dir, subject)[k] for k in ("mni_voxel", "source_voxel",
+                                                                                     "mni_shape"))
         values = volume[tuple(meta.voxel_ijk[source_voxel].T)]  # (m, n_stimuli), NaN outside the chosen ROIs
         mni_volume = np.full((int(np.prod(shape)), len(features)), np.nan)
         mni_volume[mni_voxel] = values
@@ -70,7 +79,7 @@ def _unfolded_group(wheel, model_dir, features, rois, sigma_mm):
 @pytest.mark.parametrize("rois, sigma_mm", [(None, 1.0), (["PPA", "OPA"], 2.5)])
 def test_folded_group_output_equals_the_unfolded_five_steps(img2fmri_model_dir, img2fmri_wheel, rois, sigma_mm):
     features = np.random.default_rng(3).gamma(1.0, 0.5, size=(4, 512)).astype(np.float32)
-    group = group_readout.group_readout(img2fmri_model_dir, rois=rois or ROIS, sigma_mm=sigma_mm, subjects=(1, 2, 3))
+    group = group_readout.group_readout(_subjects(img2fmri_model_dir), rois=rois or ROIS, sigma_mm=sigma_mm)
     y = torch.from_numpy(features) @ torch.from_numpy(group.weight).T + torch.from_numpy(group.bias)
     ours = group_readout.group_zscore(y, group.segments).numpy()
     expected, overlap = _unfolded_group(Wheel(img2fmri_wheel), img2fmri_model_dir, features,
@@ -83,7 +92,7 @@ def test_folded_group_output_equals_the_unfolded_five_steps(img2fmri_model_dir, 
 
 
 def test_overlap_has_9641_voxels_and_roi_members(img2fmri_model_dir, img2fmri_wheel):
-    group = group_readout.group_readout(img2fmri_model_dir, ROIS, subjects=(1, 2, 3))
+    group = group_readout.group_readout(_subjects(img2fmri_model_dir), ROIS)
     assert group.voxel_ijk.shape == (9641, 3)
     np.testing.assert_array_equal(group.segments, [0, 9641, 2 * 9641, 3 * 9641])
     assert group.weight.shape == (3 * 9641, 512) and group.weight.dtype == np.float32

@@ -30,128 +30,57 @@ import io
 import json
 import logging
 import os
-import subprocess
-import sys
-import tempfile
-import urllib.parse
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 
-from .._io import atomic_dir, sha256_file, write_json
-from .. import config
-from ..card_registries import FormatReader
+from .._io import atomic_dir, write_json
 from ..config import berg_version
-from ..errors import IntegrityError, MissingFilesError, ModelFormatError, OfflineError, UnsafePickleError
-from ..mni import HEMISPHERES, fnirt_t1_voxels, mni_map_path, nanmean_fold, resample_index
-from ..registry import get_card
-from .native import SubjectMetadata, readout_path, save_arrays, write_subject_metadata
+from ..errors import MissingFilesError, ModelFormatError, UnsafePickleError
+from ..mni import HEMISPHERES, fnirt_t1_voxels, nanmean_fold, resample_index
+from . import wheels
+from .formats import GroupSubject
+from .native import (METADATA_DIR, NativeFormat, SubjectMetadata, load_arrays, readout_path, save_arrays,
+                     subject_tag, write_subject_metadata)
 from .safe_pickle import PickledRecord, restricted_load
+from .wheels import WheelSpec
 
 log = logging.getLogger(__name__)
 
-MODEL_ID = "fmri-bold5000-resnet18"
-_CARD = get_card(MODEL_ID)  # the wheel's name, version, file name and sha256 come from the card's source
-_WHEEL = _CARD.source("pypi-wheel")
-MODEL_SUBDIR = _CARD.folder
-WHEEL_NAME, WHEEL_SHA256 = _WHEEL.filename, _WHEEL.sha256
-PIP_COMMAND = (sys.executable, "-m", "pip", "download", f"{_WHEEL.name}=={_WHEEL.version}", "--no-deps",
-               "--only-binary=:all:")
-SUBJECTS = tuple(_CARD.subjects)
-ROIS = _CARD.group.rois  # the wheel holds one Ridge model and LH/RH masks per ROI
-N_FEATURES = 512
 IMPORTER_VERSION = 1
 MARKER = Path("metadata", "berg_import.json")
+FORMAT = "img2fmri-wheel"
 
 
-def _verified(path: Path) -> Path:
-    got = sha256_file(path)
-    if got != WHEEL_SHA256:
-        raise IntegrityError(f"wheel {path} has sha256 {got}, expected {WHEEL_SHA256} ({WHEEL_NAME}); "
-                             "delete it and fetch it again")
-    return path
+def img2fmri_card(berg_dir: str | os.PathLike | None = None) -> Any:
+    """The zoo's card of this format (the first, by model id, among the packaged cards and ``berg_dir``'s)."""
+    from ..registry import available_cards
+
+    cards = [c for c in available_cards(berg_dir).values() if c.format == FORMAT]
+    if not cards:
+        raise MissingFilesError(f"no model card of format {FORMAT!r} in the zoo")
+    return cards[0]
 
 
-def _installed_wheel() -> Path | None:
-    """The wheel an installed img2fmri was installed from, when pip recorded a local file for it."""
-    from importlib import metadata
+def wheel_rois(card: Any) -> tuple[str, ...]:
+    """The wheel's ROI models, in filling order: the card's ROI names without a hemisphere prefix."""
+    return tuple(r for r in card.rois if not r.startswith(HEMISPHERES))
 
-    try:
-        direct = json.loads(metadata.distribution("img2fmri").read_text("direct_url.json") or "{}")
-    except (metadata.PackageNotFoundError, json.JSONDecodeError):
-        return None
-    url = urllib.parse.urlparse(direct.get("url", ""))
-    path = Path(urllib.request.url2pathname(url.path)) if url.scheme == "file" else None
-    return path if path is not None and path.name == WHEEL_NAME and path.is_file() else None
+
+def mni_map_path(model_dir: Path, subject: int) -> Path:
+    """Path of a subject's subject -> MNI index map (``metadata/berg_mni_sub-0S.safetensors``)."""
+    return Path(model_dir) / METADATA_DIR / f"berg_mni_{subject_tag(int(subject))}.safetensors"
 
 
 def locate_wheel(wheel: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-                 offline: bool | None = None) -> Path:
-    """Find (or fetch) the img2fmri 1.0 wheel and verify its sha256.
-
-    Parameters
-    ----------
-    wheel : path, optional
-        Use this file.
-    cache_dir : path, optional
-        Where fetched wheels live (default ``berg.config.cache_dir() / "wheels"``).
-    offline : bool, optional
-        Forbid fetching (default: ``BERG_OFFLINE``).
-
-    Returns
-    -------
-    Path of the verified wheel.
-
-    Raises
-    ------
-    MissingFilesError
-        ``wheel`` does not exist, or pip failed to fetch it.
-    OfflineError
-        Not found locally and fetching is forbidden.
-    IntegrityError
-        The file's sha256 is not the published one.
-    """
-    if wheel is not None:
-        path = Path(wheel)
-        if not path.is_file():
-            raise MissingFilesError(f"wheel={str(wheel)!r} is not a file; give the path of {WHEEL_NAME}")
-        return _verified(path)
-    installed = _installed_wheel()
-    if installed is not None:
-        return _verified(installed)
-    cache = Path(cache_dir) if cache_dir is not None else config.cache_dir() / "wheels"
-    cached = cache / WHEEL_NAME
-    if cached.is_file():
-        return _verified(cached)
-    command = " ".join(PIP_COMMAND[1:]) + f" -d {cache}"
-    if offline if offline is not None else config.is_offline():
-        raise OfflineError(f"{WHEEL_NAME} is not in the cache {cache} and BERG_OFFLINE is set; fetch it with "
-                           f"`python {command}` or pass its path (wheel=PATH, or --wheel PATH)")
-    return _download(cache, command)
-
-
-def _download(cache: Path, command: str) -> Path:
-    from filelock import FileLock
-
-    cache.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(cache / f"{WHEEL_NAME}.lock")):
-        target = cache / WHEEL_NAME
-        if target.is_file():  # another process fetched it meanwhile
-            return _verified(target)
-        with tempfile.TemporaryDirectory(dir=cache, prefix=".download-") as tmp:
-            log.info("fetching %s with pip", WHEEL_NAME)
-            done = subprocess.run([*PIP_COMMAND, "-d", tmp], capture_output=True, text=True)
-            fetched = Path(tmp) / WHEEL_NAME
-            if done.returncode != 0 or not fetched.is_file():
-                raise MissingFilesError(f"`python {command}` failed (exit {done.returncode}): "
-                                        f"{done.stderr.strip()[-500:]}")
-            _verified(fetched)
-            os.replace(fetched, target)
-    return target
+                 offline: bool | None = None, card: Any = None) -> Path:
+    """:func:`berg.storage.wheels.locate_wheel` for the wheel of ``card`` (default :func:`img2fmri_card`)."""
+    return wheels.locate_wheel(WheelSpec.of(card if card is not None else img2fmri_card(), FORMAT), wheel,
+                               cache_dir, offline)
 
 
 RIDGE_CLASS = "sklearn.linear_model._ridge.Ridge"
@@ -166,8 +95,9 @@ class RidgeParams:
     alpha: float
 
 
-def read_ridge(data: bytes, name: str = "pickle") -> RidgeParams:
-    """Parameters of a pickled scikit-learn Ridge, read without executing code or importing scikit-learn."""
+def read_ridge(data: bytes, name: str = "pickle", n_features: int = 512) -> RidgeParams:
+    """Parameters of a pickled scikit-learn Ridge with ``n_features`` inputs, read without executing code or
+    importing scikit-learn."""
     try:
         obj = restricted_load(io.BytesIO(data), name)
     except UnsafePickleError:
@@ -177,9 +107,9 @@ def read_ridge(data: bytes, name: str = "pickle") -> RidgeParams:
     is_ridge = isinstance(obj, PickledRecord) and obj.class_name == RIDGE_CLASS and isinstance(obj.state, dict)
     attrs = obj.state if is_ridge else {}
     coef, intercept = attrs.get("coef_"), np.atleast_1d(attrs.get("intercept_", np.nan))
-    if not (isinstance(coef, np.ndarray) and coef.ndim == 2 and coef.shape[1] == N_FEATURES
+    if not (isinstance(coef, np.ndarray) and coef.ndim == 2 and coef.shape[1] == n_features
             and coef.dtype.kind == "f" and intercept.shape == coef.shape[:1] and intercept.dtype.kind == "f"):
-        raise ModelFormatError(f"{name}: expected a Ridge with coef_ (n, {N_FEATURES}) and intercept_ (n,), "
+        raise ModelFormatError(f"{name}: expected a Ridge with coef_ (n, {n_features}) and intercept_ (n,), "
                                f"got {type(obj).__name__} with coef_ {getattr(coef, 'shape', None)}")
     return RidgeParams(coef.astype(np.float32), intercept.astype(np.float32), float(attrs.get("alpha", np.nan)))
 
@@ -187,9 +117,10 @@ def read_ridge(data: bytes, name: str = "pickle") -> RidgeParams:
 class WheelReader:
     """Reads members of the img2fmri wheel and records the sha256 of each one read."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, n_features: int):
         self.path = Path(path)
         self.zip = zipfile.ZipFile(self.path)
+        self.n_features = n_features
         self.hashes: dict[str, str] = {}
 
     def read(self, member: str) -> bytes:
@@ -207,7 +138,7 @@ class WheelReader:
 
     def ridge(self, subject: int, roi: str) -> RidgeParams:
         member = f"models/subj{subject}_{roi}_model.pkl"
-        return read_ridge(self.read(member), member)
+        return read_ridge(self.read(member), member, self.n_features)
 
     def mask(self, subject: int, name: str) -> nib.Nifti1Image:
         csi = f"sub-CSI{subject}"
@@ -224,10 +155,11 @@ class WheelReader:
         return t1, fnirt_t1_voxels(coeff, t1, premat, self.mni_reference(subject))
 
 
-def _subject_files(reader: WheelReader, subject: int) -> tuple[dict, SubjectMetadata, dict, dict]:
+def _subject_files(card: Any, reader: WheelReader, subject: int) -> tuple[dict, SubjectMetadata, dict, dict]:
     """Readout arrays, metadata, MNI map arrays and MNI header of one subject."""
-    masks = {h + roi: reader.mask(subject, h + roi) for roi in ROIS for h in HEMISPHERES}
-    first = masks[HEMISPHERES[0] + ROIS[0]]
+    rois = wheel_rois(card)
+    masks = {h + roi: reader.mask(subject, h + roi) for roi in rois for h in HEMISPHERES}
+    first = masks[HEMISPHERES[0] + rois[0]]
     for name, img in masks.items():
         if img.shape[:3] != first.shape[:3] or not np.allclose(img.affine, first.affine):
             raise ModelFormatError(f"{reader.path}: mask {name} of subject {subject} is on another grid")
@@ -238,7 +170,7 @@ def _subject_files(reader: WheelReader, subject: int) -> tuple[dict, SubjectMeta
     voxel_of = np.full(shape, -1, np.int64)
     voxel_of[union] = np.arange(int(union.sum()))
     weights, biases, steps, roi_rows, alphas, start = [], [], [], {}, {}, 0
-    for roi in ROIS:
+    for roi in rois:
         ridge = reader.ridge(subject, roi)
         sizes = [int(inside[h + roi].sum()) for h in HEMISPHERES]
         if ridge.coef.shape[0] != sum(sizes):
@@ -258,13 +190,14 @@ def _subject_files(reader: WheelReader, subject: int) -> tuple[dict, SubjectMeta
     readout = {"weight": weight, "bias": bias,
                "whole_brain.weight": (fold @ weight.astype(np.float64)).astype(np.float32),
                "whole_brain.bias": (fold @ bias.astype(np.float64)).astype(np.float32)}
-    names = list(ROIS) + [h + roi for roi in ROIS for h in HEMISPHERES]
+    names = list(rois) + [h + roi for roi in rois for h in HEMISPHERES]
     arrays = {"voxel_ijk": np.argwhere(union).astype(np.int32),
               "row_voxel": np.concatenate([voxels for _, voxels in steps]),
               **{f"roi.{name}": roi_rows[name] for name in names}}
-    info = {"model_id": MODEL_ID, "subject": subject, "n_voxels": int(union.sum()), "n_rows": int(weight.shape[0]),
-            "volume_shape": [int(v) for v in shape], "affine": affine.tolist(), "space": {"kind": "subject"},
-            "rois": names, "units": "z-scored BOLD (per voxel)", "accuracy": {}, "ridge_alpha": alphas}
+    info = {"model_id": card.model_id, "subject": subject, "n_voxels": int(union.sum()),
+            "n_rows": int(weight.shape[0]), "volume_shape": [int(v) for v in shape], "affine": affine.tolist(),
+            "space": card.space.as_dict(), "rois": names, "units": card.units, "accuracy": {},
+            "ridge_alpha": alphas}
     t1, t1_voxel = reader.t1_to_mni(subject)
     in_t1 = np.all((t1_voxel >= 0) & (t1_voxel < np.asarray(t1.shape[:3])), axis=-1)
     flat = resample_index(t1_voxel, t1.affine, affine, shape)
@@ -276,18 +209,19 @@ def _subject_files(reader: WheelReader, subject: int) -> tuple[dict, SubjectMeta
     return readout, SubjectMetadata(info, arrays), {"mni_voxel": mni_voxel, "source_voxel": source[mni_voxel]}, header
 
 
-def _is_complete(model_dir: Path) -> bool:
+def _is_complete(model_dir: Path, spec: WheelSpec) -> bool:
     try:
         marker = json.loads((model_dir / MARKER).read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
-    return (marker.get("sha256") == WHEEL_SHA256 and marker.get("importer_version") == IMPORTER_VERSION
+    return (isinstance(marker, dict) and marker.get("sha256") == spec.sha256
+            and marker.get("importer_version") == IMPORTER_VERSION
             and all((model_dir / rel).is_file() for rel in marker.get("files", [])))
 
 
 def import_img2fmri(berg_dir: str | os.PathLike, wheel: str | os.PathLike | None = None,
-                    force: bool = False) -> Path:
-    """Write the fmri-bold5000-resnet18 model from the img2fmri 1.0 wheel into ``berg_dir``.
+                    force: bool = False, card: Any = None) -> Path:
+    """Write a model from the img2fmri 1.0 wheel into ``berg_dir``.
 
     Parameters
     ----------
@@ -297,6 +231,9 @@ def import_img2fmri(berg_dir: str | os.PathLike, wheel: str | os.PathLike | None
         The wheel file; otherwise found or fetched by :func:`locate_wheel`.
     force : bool
         Rebuild even when a complete import from the same wheel is there.
+    card : ModelCard, optional
+        The model to write (its id, folder, subjects, ROIs, feature count and wheel); default
+        :func:`img2fmri_card`.
 
     Returns
     -------
@@ -304,37 +241,75 @@ def import_img2fmri(berg_dir: str | os.PathLike, wheel: str | os.PathLike | None
     """
     from filelock import FileLock
 
-    target = Path(berg_dir) / MODEL_SUBDIR
-    if not force and _is_complete(target):
+    card = card if card is not None else img2fmri_card(berg_dir)
+    spec = WheelSpec.of(card, FORMAT)
+    target = Path(berg_dir) / card.folder
+    if not force and _is_complete(target, spec):
         return target
-    path = locate_wheel(wheel)
+    path = locate_wheel(wheel, card=card)
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target.parent / f".{target.name}.lock")):
-        if not force and _is_complete(target):  # another process finished it meanwhile
+        if not force and _is_complete(target, spec):  # another process finished it meanwhile
             return target
         with atomic_dir(target) as build:
-            _write_model(build, path)
-    log.info("imported %s into %s", WHEEL_NAME, target)
+            _write_model(card, build, path)
+    log.info("imported %s into %s", spec.filename, target)
     return target
 
 
-def _write_model(model_dir: Path, wheel: Path) -> None:
-    reader, read = WheelReader(wheel), {}
-    for subject in SUBJECTS:
+def _write_model(card: Any, model_dir: Path, wheel: Path) -> None:
+    spec = WheelSpec.of(card, FORMAT)
+    reader, read = WheelReader(wheel, card.backbone.n_features), {}
+    for subject in card.subjects:
         reader.hashes = {}
-        readout, meta, mni_map, mni_header = _subject_files(reader, subject)
+        readout, meta, mni_map, mni_header = _subject_files(card, reader, subject)
         save_arrays(readout_path(model_dir, subject), readout)
         save_arrays(mni_map_path(model_dir, subject), mni_map, mni_header)
-        meta.info["provenance"] = {"source": f"PyPI {WHEEL_NAME}", "wheel": WHEEL_NAME, "sha256": WHEEL_SHA256,
+        meta.info["provenance"] = {"source": f"PyPI {spec.filename}", "wheel": spec.filename, "sha256": spec.sha256,
                                    "files": dict(sorted(reader.hashes.items())), "berg_version": berg_version(),
                                    "importer_version": IMPORTER_VERSION}
         write_subject_metadata(model_dir, subject, meta)
         read.update(reader.hashes)
     files = sorted(p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file())
-    write_json(model_dir / MARKER, {"model_id": MODEL_ID, "wheel": WHEEL_NAME, "sha256": WHEEL_SHA256,
+    write_json(model_dir / MARKER, {"model_id": card.model_id, "wheel": spec.filename, "sha256": spec.sha256,
                                     "importer_version": IMPORTER_VERSION, "berg_version": berg_version(),
                                     "files": files, "read": dict(sorted(read.items()))})
 
 
-READER = FormatReader(source_files=lambda card, subject: [],
-                      make_native=lambda card, berg_dir, subject: import_img2fmri(berg_dir))
+def read_mni_map(model_dir: Path, subject: int) -> dict[str, Any]:
+    """A subject's index map: ``mni_voxel`` (m,) flat C-order MNI indices, ``source_voxel`` (m,) the subject output
+    (a row of ``voxel_ijk``) whose value each takes (every other MNI voxel takes 0), ``mni_shape`` and
+    ``mni_affine`` of the MNI grid."""
+    from safetensors import safe_open
+
+    path = mni_map_path(model_dir, subject)
+    arrays = load_arrays(path)
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            header = handle.metadata() or {}
+        return {"mni_voxel": arrays["mni_voxel"], "source_voxel": arrays["source_voxel"],
+                "mni_shape": tuple(json.loads(header["volume_shape"])),
+                "mni_affine": np.asarray(json.loads(header["affine"]), dtype=np.float64)}
+    except (KeyError, ValueError) as exc:
+        raise ModelFormatError(f"{path}: malformed subject -> MNI index map ({exc!r})") from exc
+
+
+class Img2fmriFormat(NativeFormat):
+    """img2fmri's wheel, imported once into native files plus one subject -> MNI index map per subject (the inputs
+    of the group-level readout)."""
+
+    name = FORMAT
+
+    def source_files(self, card: Any, subject: int) -> list[str]:
+        return []
+
+    def prepare(self, card: Any, berg_dir: Path, subject: int) -> None:
+        import_img2fmri(berg_dir, card=card)
+
+    def needed_files(self, card: Any, model_dir: Path, subject: int | str) -> list[Path]:
+        files = super().needed_files(card, model_dir, subject)
+        return files + ([mni_map_path(model_dir, s) for s in card.subjects] if subject == "group" else [])
+
+    def group_subjects(self, card: Any, model_dir: Path) -> list[GroupSubject]:
+        return [GroupSubject(s, self.subject_metadata(card, model_dir, s), load_arrays(readout_path(model_dir, s)),
+                             read_mni_map(model_dir, s)) for s in card.subjects]

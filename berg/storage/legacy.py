@@ -23,11 +23,10 @@ import numpy as np
 from numpy.lib import format as npy_format
 from safetensors import safe_open
 
-from ..card_registries import FormatReader
 from ..errors import MissingFilesError, ModelFormatError, UnsafePickleError
 from .legacy_metadata import VoxelSpace, accuracy_arrays, roi_rows, volume_affine
 from .safe_pickle import restricted_load
-from .native import (SubjectMetadata, native_complete, projection_path, readout_path, save_arrays,
+from .native import (NativeFormat, SubjectMetadata, native_complete, projection_path, readout_path, save_arrays,
                      write_subject_metadata)
 
 log = logging.getLogger(__name__)
@@ -184,7 +183,7 @@ def _convert_subject(model_dir: Path, card: Any, subject: int, rels: list[str], 
     info = {
         "model_id": card.model_id, "subject": subject, "n_voxels": n_voxels, "n_rows": n_voxels,
         "volume_shape": list(space.shape), "affine": volume_affine(fmri, "sub_mask"),
-        "group_affine": volume_affine(fmri, "group_mask"), "space": card.space.name,
+        "group_affine": volume_affine(fmri, "group_mask"), "space": card.space.as_dict(),
         "rois": names, "accuracy": units,
         "provenance": {"converted_from": "BERG legacy files", "sources": sources},
     }
@@ -226,6 +225,14 @@ def convert_bmd_legacy(model_dir: str | Path, card: Any, subject: int) -> None:
     _convert_subject(model_dir, card, subject, own, k, dict(sources))
 
 
-READER = FormatReader(source_files=legacy_files,
-                      make_native=lambda card, berg_dir, subject: convert_bmd_legacy(Path(berg_dir) / card.folder,
-                                                                                     card, subject))
+class BergSvdFormat(NativeFormat):
+    """BERG's files of a scaler -> truncated SVD -> linear model with one shared ``pca_weights.npy`` (fmri-bmd-s3d's
+    layout), fetched as they are and converted to native files on first use (:func:`convert_bmd_legacy`)."""
+
+    name = "berg-legacy"
+
+    def source_files(self, card: Any, subject: int) -> list[str]:
+        return legacy_files(card, subject)
+
+    def prepare(self, card: Any, berg_dir: Path, subject: int) -> None:
+        convert_bmd_legacy(Path(berg_dir) / card.folder, card, subject)

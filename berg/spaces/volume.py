@@ -1,0 +1,174 @@
+"""The volume space: outputs are voxels of a 3-D grid (a subject's own, or a template's such as MNI152).
+
+Coordinates: ``voxel_ijk`` (n, 3) int, the voxel of each column. Layout: ``volume_shape`` (X, Y, Z) and
+``affine`` (4, 4) voxel -> world mm. Selection: ``{"voxels": binary (n_voxels,) vector}`` besides ROIs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidArgumentError, ModelFormatError
+from .base import OutputSpace, binary_mask
+
+#: Accuracy names that hold a noise ceiling (stored by berg as a fraction; BERG's view gives percent).
+_NOISE_CEILING_PREFIXES = ("noiseceiling", "noise_ceiling")
+#: The noise ceiling that BERG's explained variance is computed against, in order of preference.
+_EXPLAINED_VARIANCE_CEILINGS = ("noiseceiling_task_test_n_10", "noise_ceiling")
+
+
+def fill_volume(values: np.ndarray, voxel_ijk: np.ndarray, volume_shape, fill_value: float = np.nan) -> np.ndarray:
+    """Scatter column values into volumes.
+
+    Parameters
+    ----------
+    values : (n_columns,) or (n_volumes, n_columns) array
+    voxel_ijk : (n_columns, 3) int array
+        Voxel of each column. Where several columns share a voxel, their mean is written.
+    volume_shape : 3 ints
+    fill_value : float
+        Value outside the columns' voxels.
+
+    Returns
+    -------
+    (*volume_shape) or (*volume_shape, n_volumes) float32 array
+    """
+    values = np.asarray(values, dtype=np.float64)
+    stacked = values[None] if values.ndim == 1 else values
+    n_vol = stacked.shape[0]
+    flat_index = np.ravel_multi_index(tuple(np.asarray(voxel_ijk).T), tuple(volume_shape))
+    size = int(np.prod(volume_shape))
+    sums = np.zeros((n_vol, size))
+    counts = np.bincount(flat_index, minlength=size)
+    for v in range(n_vol):
+        sums[v] = np.bincount(flat_index, weights=stacked[v], minlength=size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(counts > 0, sums / np.maximum(counts, 1), fill_value).astype(np.float32)
+    out = out.reshape(n_vol, *volume_shape)
+    return out[0] if values.ndim == 1 else np.moveaxis(out, 0, -1)
+
+
+def to_nifti(responses: np.ndarray, metadata: Mapping):
+    """Put responses at their voxels in the model's space.
+
+    Parameters
+    ----------
+    responses : (n_outputs,) or (n_stimuli, n_outputs) array
+        As returned by :func:`berg.encode`. One stimulus gives a 3D image, several a 4D image.
+    metadata : dict
+        The metadata returned with the responses (``encode(..., return_metadata=True)``).
+
+    Returns
+    -------
+    nibabel.Nifti1Image
+        float32, with the model's affine. Voxels outside the model's outputs hold ``metadata["fill_value"]``:
+        NaN in subject space, 0 in group MNI space.
+
+    Raises
+    ------
+    InvalidArgumentError
+        The model's outputs are not voxels of a volume, or ``responses`` do not match its columns.
+    """
+    import nibabel as nib
+
+    if metadata.get("voxel_ijk") is None:
+        kind = (metadata.get("space") or {}).get("kind")
+        raise InvalidArgumentError(f"metadata describes outputs in the {kind!r} space, not voxels of a volume; "
+                                   "to_nifti needs a volume model (write surfaces as .func.gii, sensors as .h5)")
+    responses = np.asarray(responses)
+    ijk = np.asarray(metadata["voxel_ijk"])
+    if responses.ndim == 2 and responses.shape[0] == 1:
+        responses = responses[0]
+    if responses.ndim not in (1, 2) or responses.shape[-1] != ijk.shape[0]:
+        raise InvalidArgumentError(f"responses have shape {responses.shape}; expected (n_stimuli, {ijk.shape[0]}) or "
+                                   f"({ijk.shape[0]},) to match metadata['voxel_ijk']")
+    data = fill_volume(responses, ijk, metadata["volume_shape"], metadata.get("fill_value", np.nan))
+    image = nib.Nifti1Image(data, np.asarray(metadata["affine"], dtype=np.float64))
+    image.header.set_xyzt_units("mm", "sec")
+    return image
+
+
+def _mask(ijk: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    mask = np.zeros(shape, dtype=bool)
+    mask[tuple(np.asarray(ijk).T)] = True
+    return mask
+
+
+def _affine(value: Any) -> np.ndarray | None:
+    return None if value is None else np.asarray(value, dtype=np.float64)
+
+
+def bergs_encoding_models(accuracy: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """BERG's ``encoding_models`` entry from berg's accuracy fractions: noise ceilings in percent, and BERG's
+    explained variance, ``100 * r2 / noise_ceiling_percent`` capped at 100 with a zero ceiling replaced by 1e-14."""
+    view = {name: (values.astype(np.float64) * 100 if name.startswith(_NOISE_CEILING_PREFIXES)
+                   else values.astype(np.float64)) for name, values in accuracy.items()}
+    ceiling = next((view[n] for n in _EXPLAINED_VARIANCE_CEILINGS if n in view), None)
+    if "explained_variance" in view and ceiling is not None and "r2" in view:
+        ratio = view["r2"] / np.where(ceiling == 0, 1e-14, ceiling) * 100
+        view["explained_variance"] = np.minimum(ratio, 100.0)
+    return view
+
+
+class VolumeSpace(OutputSpace):
+    """Voxels of a 3-D grid (see the module docstring)."""
+
+    kind = "volume"
+    mask_keys = ("voxels",)
+    coordinate_names = ("voxel_ijk",)
+
+    def n_outputs(self, card: Any, subject: int | str) -> int | None:
+        return card.n_voxels.get(subject) if subject != "group" else None
+
+    def check_masks(self, selection: Mapping, card: Any, subject: int | str) -> None:
+        n = self.n_outputs(card, subject)
+        if selection.get("voxels") is not None and n is not None:
+            binary_mask("voxels", selection["voxels"], n, "this subject's voxel count")
+
+    def check_layout(self, meta: Any, where: str) -> None:
+        super().check_layout(meta, where)
+        shape = meta.info.get("volume_shape")
+        ijk = meta.arrays["voxel_ijk"]
+        if not isinstance(shape, list) or len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
+            raise ModelFormatError(f"{where}: 'volume_shape' is {shape!r}; expected three positive integers")
+        if ijk.ndim != 2 or ijk.shape[1] != 3:
+            raise ModelFormatError(f"{where}: 'voxel_ijk' has shape {ijk.shape}, expected ({meta.n_outputs}, 3)")
+        if ijk.size and ((ijk < 0).any() or (ijk >= np.asarray(shape)).any()):
+            raise ModelFormatError(f"{where}: 'voxel_ijk' holds voxels outside the volume {tuple(shape)}")
+        affine = meta.info.get("affine")
+        if affine is not None and np.asarray(affine, dtype=float).shape != (4, 4):
+            raise ModelFormatError(f"{where}: 'affine' has shape {np.asarray(affine).shape}, expected (4, 4)")
+
+    def mask_outputs(self, selection: Mapping, meta: Any) -> np.ndarray:
+        return binary_mask("voxels", selection["voxels"], meta.n_outputs, "this subject's voxel count")
+
+    def describe_masks(self, selection: Mapping, outputs: np.ndarray, meta: Any) -> dict:
+        return {"voxels": f"{outputs.size} of {meta.n_outputs} voxels"}
+
+    def layout(self, meta: Any) -> dict[str, Any]:
+        # a volume without a known affine (some legacy files) is placed with voxel indices as coordinates
+        affine = meta.info.get("affine")
+        return {"volume_shape": tuple(int(s) for s in meta.info["volume_shape"]),
+                "affine": np.eye(4) if affine is None else np.asarray(affine, dtype=np.float64)}
+
+    @classmethod
+    def berg_view(cls, meta: Any, accuracy: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """BERG's ``{"fmri": {...}, "encoding_models": {...}}`` for a volume subject.
+
+        ``fmri.sub_mask`` (X, Y, Z) bool: the subject's voxels, the response columns in C order; ``group_mask``
+        likewise where the model has one; ``*_affine`` (4, 4); ``rois`` {name: the ROI's columns of the
+        whole-brain responses}. ``encoding_models``: see :func:`bergs_encoding_models`.
+        """
+        shape = tuple(meta.info["volume_shape"])
+        fmri: dict[str, Any] = {
+            "sub_mask": _mask(meta.arrays["voxel_ijk"], shape),
+            "sub_mask_affine": _affine(meta.info.get("affine")),
+            "rois": {name: meta.row_voxel[meta.roi_rows(name)].astype(np.int64) for name in meta.roi_names},
+        }
+        if "group_mask_ijk" in meta.arrays:
+            fmri["group_mask"] = _mask(meta.arrays["group_mask_ijk"], shape)
+            fmri["group_mask_affine"] = _affine(meta.info.get("group_affine", meta.info.get("affine")))
+        return {"fmri": fmri, "encoding_models": bergs_encoding_models(accuracy)}
