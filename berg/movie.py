@@ -44,6 +44,7 @@ from . import validation
 from .errors import InvalidArgumentError
 from .hrf import hrf_kernel
 from .video import clip_plan, iter_clips, iter_frames, probe
+from .writers import writer_for
 
 log = logging.getLogger(__name__)
 
@@ -249,13 +250,15 @@ def _check_args(tr, n_scans, slice_time_ref, hrf, sample_rate_hz, clip_s, stride
             validation.integer("batch_size", batch_size, minimum=1, allow_none=True))
 
 
-def _outputs(output) -> list[Path]:
+def _outputs(output, metadata: Mapping) -> list[tuple[Path, Any]]:
+    """``(path, writer)`` of every output, checked against the model's space before any work."""
     paths = [] if output is None else [output] if isinstance(output, (str, os.PathLike)) else list(output)
-    paths = [Path(p) for p in paths]
-    kinds = [sinks.output_kind(p) for p in paths]
-    if kinds.count("hdf5") > 1:
-        raise InvalidArgumentError(f"output names {kinds.count('hdf5')} HDF5 files; give at most one.")
-    return paths
+    outputs = [(Path(p), writer_for(p, "series", metadata)) for p in paths]
+    stores = [str(p) for p, w in outputs if w.stores_samples]
+    if len(stores) > 1:
+        raise InvalidArgumentError(f"output names {len(stores)} files that hold the film's samples ({stores}); "
+                                   "give at most one.")
+    return outputs
 
 
 def predict_movie(model: MovieModel, video: str | os.PathLike, *, tr: float, n_scans: int | None = None,
@@ -288,8 +291,9 @@ def predict_movie(model: MovieModel, video: str | os.PathLike, *, tr: float, n_s
     batch_size : int or None
         Samples per encoder call (None: 16 frames or 2 clips).
     output : path or list of paths or None
-        Files to write, kind by extension: ``.nii``/``.nii.gz`` (4D volume), ``.h5``/``.hdf5`` (everything),
-        ``.tsv`` (ROI-mean predictors + JSON sidecar).
+        Files to write, kind by extension (:mod:`berg.writers`): ``.nii``/``.nii.gz`` (4D volume, volume models),
+        ``.func.gii`` (one GIFTI per hemisphere, surface models), ``.h5``/``.hdf5`` (everything),
+        ``.tsv``/``.tsv.gz`` (ROI-mean predictors + JSON sidecar).
     resume : bool
         Continue an interrupted run with the same parameters from its in-progress HDF5 file.
     show_progress : bool
@@ -306,7 +310,9 @@ def predict_movie(model: MovieModel, video: str | os.PathLike, *, tr: float, n_s
     validation.flag("resume", resume)
     validation.flag("show_progress", show_progress)
     names = _baselines.check_names(baselines)
-    paths = _outputs(output)
+    meta = dict(model.metadata)
+    outputs = _outputs(output, meta)
+    paths = [p for p, _ in outputs]
     if resume and not paths:
         raise InvalidArgumentError("resume=True needs an output path (the run's progress is kept beside it); give output=.")
     info = probe(video)
@@ -326,11 +332,10 @@ def predict_movie(model: MovieModel, video: str | os.PathLike, *, tr: float, n_s
         n_total = info.n_frames if rate is None else math.ceil(info.duration_s * rate - 1e-9)
         hold_s, hold_offset_s = 1.0 / (rate or info.fps), 0.0
         sampling = {"sample_rate_hz": rate}
-    meta = dict(model.metadata)
     params = {"model_id": meta.get("model_id"), "subject": meta.get("subject"), "n_outputs": int(model.n_outputs),
               "video": os.path.abspath(video), "video_frames": info.n_frames, "video_fps": info.fps,
               "stimulus_kind": "video" if is_clip else "image", "baselines": list(names), **sampling}
-    h5_out = next((p for p in paths if sinks.output_kind(p) == "hdf5"), None)
+    h5_out = next((p for p, w in outputs if w.stores_samples), None)
     with contextlib.ExitStack() as stack:
         if h5_out is not None:
             sink_path = sinks.partial_path(h5_out)
@@ -367,7 +372,7 @@ def predict_movie(model: MovieModel, video: str | os.PathLike, *, tr: float, n_s
                     n_samples=int(sample_times.size), hold_s=hold_s, hold_offset_s=hold_offset_s,
                     units=meta.get("units") or "model output units", baseline_units=_baselines.UNITS,
                     **{k: v for k, v in params.items() if k not in meta})
-        written = sinks.write_outputs(paths, bold, per_scan, meta)
+        written = [f for p, w in outputs if not w.stores_samples for f in w.write_series(p, bold, per_scan, meta)]
         samples = None
         if h5_out is None:
             samples = np.asarray(sink.responses[: sample_times.size])

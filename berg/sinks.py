@@ -1,16 +1,4 @@
-"""Where predictions go: a resumable HDF5 sample sink, a streamed 4D NIfTI, BIDS continuous predictors.
-
-Voxel order. Every array output has one column per model output, in the order of the model's metadata
-``voxel_ijk`` (n_outputs, 3): the (i, j, k) voxel of column c in the volume ``volume_shape`` with ``affine``. For
-subject models that is the order of the subject's voxels in the model files (a selection keeps it); for group
-models the order of the overlap mask's voxels in C order. HDF5 outputs store it as the dataset ``voxel_ijk``
-(with ``affine`` and ``roi_columns/{name}``), so a file can be put back into a volume without berg.
-
-Predictor tables (``.tsv``, ``.tsv.gz``): see :mod:`berg.predictors`.
-
-Responses to a stimulus set (:func:`write_responses`): ``.npy`` (n_stimuli, n_outputs) float32; HDF5 with
-``responses`` of that shape plus the columns above and the metadata's scalars as attributes; NIfTI, the responses
-placed at their voxels (:func:`berg.spaces.to_nifti`).
+"""A film's resumable HDF5 store: per-sample responses while the film runs, the per-scan series when it ends.
 
 HDF5 layout of a movie (one file; ``OUT.h5`` once complete, ``.OUT.h5.partial`` while a run is going):
 
@@ -22,49 +10,35 @@ HDF5 layout of a movie (one file; ``OUT.h5`` once complete, ``.OUT.h5.partial`` 
     Low-level baselines per sample (:mod:`berg.baselines`).
 ``bold`` (n_scans, n_outputs) float32, ``frame_times`` (n_scans,) float64, ``baselines_tr/{name}`` (n_scans,)
     The per-scan series, written when the run completes.
-``voxel_ijk`` (n_outputs, 3), ``affine`` (4, 4), ``roi_columns/{name}``
-    The voxel of each column (see "Voxel order"), written when the run completes.
-attrs ``params`` (JSON: the run's parameters, checked on resume), ``n_done`` (samples committed),
-``metadata`` (JSON), ``complete`` (bool).
-
-Every output is written under a temporary name and renamed onto its final name only when complete.
+the column layout of :mod:`berg.writers.arrays`
+    ``output_index``, the space's coordinates (``voxel_ijk`` …), ``affine`` and other layout arrays,
+    ``roi_columns/{name}``, ``accuracy/{name}`` and the contract's attributes, written when the run completes.
+attributes
+    ``params`` (JSON: the run's parameters, checked on resume), ``n_done`` (samples committed), ``complete``
+    (bool), and the timing fields (``tr``, ``n_scans``, ``slice_time_ref``, ``hrf``, ``hold_s`` …) as scalars.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import h5py
-import nibabel as nib
 import numpy as np
 
-from . import validation
-from ._io import atomic_path
-from .errors import InvalidArgumentError, ResumeError
-from .predictors import predictor_table, write_predictors
-from .spaces import to_nifti
+from .errors import ResumeError
+from .writers.arrays import write_columns
 
 log = logging.getLogger(__name__)
 
-OUTPUT_KINDS = {".nii": "nifti", ".nii.gz": "nifti", ".h5": "hdf5", ".hdf5": "hdf5", ".tsv": "tsv",
-                ".tsv.gz": "tsv"}
-RESPONSE_SUFFIXES = (".npy", ".h5", ".hdf5", ".nii", ".nii.gz")
 _CHUNK_ROWS = 64
 _CHUNK_COLS = 1024
-
-
-def output_kind(path: str | os.PathLike) -> str:
-    """Output kind of a path from its extension: "nifti", "hdf5" or "tsv"."""
-    name = Path(path).name.lower()
-    for ext, kind in sorted(OUTPUT_KINDS.items(), key=lambda item: -len(item[0])):
-        if name.endswith(ext):
-            return kind
-    raise validation.fail("output", str(path), f"a file extension among {', '.join(OUTPUT_KINDS)}")
+#: contract keys the column layout holds (the other scalar metadata of a film are its timing fields)
+_LAYOUT_KEYS = {"coordinates", "layout", "roi_columns", "accuracy", "accuracy_units", "fitting", "voxel_ijk",
+                "voxel_index", "volume_shape", "affine", "n_voxels", "n_outputs"}
 
 
 def partial_path(final: str | os.PathLike, tag: str = "") -> Path:
@@ -177,7 +151,9 @@ class SampleSink:
         for name, values in baselines_tr.items():
             f.create_dataset(f"baselines_tr/{name}", data=np.asarray(values, dtype=np.float32))
         write_columns(f, metadata)
-        f.attrs["metadata"] = json.dumps(dict(metadata), default=_jsonable)
+        for key, value in metadata.items():
+            if key not in _LAYOUT_KEYS and isinstance(value, (str, int, float, bool)):
+                f.attrs[key] = value
         f.attrs["complete"] = True
         f.flush()
 
@@ -185,93 +161,6 @@ class SampleSink:
         """Close the file (idempotent)."""
         if self._file.id.valid:
             self._file.close()
-
-
-def write_columns(h5: h5py.Group, metadata: Mapping) -> None:
-    """Store what each output column is: ``voxel_ijk``, ``affine``, ``roi_columns/{name}`` and scalar attributes.
-
-    Parameters
-    ----------
-    h5 : h5py.File or h5py.Group
-        Where to write (existing entries of these names are replaced).
-    metadata : dict
-        A model's metadata (every encoding model's has ``voxel_ijk``); each entry is written where present.
-    """
-    arrays = {name: np.asarray(metadata[name], dtype=dtype) for name, dtype in (("voxel_ijk", np.int32),
-              ("affine", np.float64)) if metadata.get(name) is not None}
-    for name in (*arrays, "roi_columns"):
-        if name in h5:
-            del h5[name]
-    for name, values in arrays.items():
-        h5.create_dataset(name, data=values)
-    group = h5.create_group("roi_columns")
-    for roi, cols in (metadata.get("roi_columns") or {}).items():
-        group.create_dataset(roi, data=np.asarray(cols, dtype=np.int64))
-    for key in ("model_id", "units", "berg_version", "subject"):
-        if metadata.get(key) is not None:
-            h5.attrs[key] = str(metadata[key])
-    if metadata.get("volume_shape") is not None:
-        h5.attrs["volume_shape"] = list(metadata["volume_shape"])
-    for key in ("selection", "backbone", "space"):
-        if key in metadata:
-            h5.attrs[key] = json.dumps(metadata[key], default=_jsonable)
-
-
-def check_response_path(path: str | os.PathLike, parameter: str = "output") -> Path:
-    """``path`` as a Path once its extension is one :func:`write_responses` writes; else InvalidArgumentError."""
-    path = Path(path)
-    if not path.name.lower().endswith(RESPONSE_SUFFIXES):
-        raise InvalidArgumentError(f"{parameter} {str(path)!r} has an unknown extension; "
-                                   f"valid: {', '.join(RESPONSE_SUFFIXES)}")
-    return path
-
-
-def write_responses(path: str | os.PathLike, shape: tuple[int, int], metadata: Mapping,
-                    fill: Callable[[np.ndarray | h5py.Dataset | None], np.ndarray]) -> Path:
-    """Write responses of ``shape`` (n_stimuli, n_outputs) to ``.npy``, ``.h5``/``.hdf5`` or ``.nii``/``.nii.gz``.
-
-    Parameters
-    ----------
-    path : path
-        The output; written under a temporary name and renamed when complete.
-    shape : (n_stimuli, n_outputs)
-        Shape of the responses.
-    metadata : dict
-        The model's metadata: voxel columns for HDF5 (:func:`write_columns`), voxel grid for NIfTI.
-    fill : callable
-        ``fill(out)`` computes the responses. For ``.npy`` and HDF5 it gets a float32 target of ``shape`` (a memmap
-        or an HDF5 dataset) and writes into it batch by batch, so memory does not grow with the number of stimuli;
-        for NIfTI it gets None and returns the (n_stimuli, n_outputs) array.
-
-    Returns
-    -------
-    Path
-    """
-    path = check_response_path(path)
-    name = path.name.lower()
-    with atomic_path(path) as tmp:
-        if name.endswith(".npy"):
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
-            fill(out)
-            out.flush()
-            del out
-        elif name.endswith((".h5", ".hdf5")):
-            with h5py.File(tmp, "w") as h5:
-                out = h5.create_dataset("responses", shape=shape, dtype=np.float32,
-                                        chunks=(1, shape[1]) if shape[1] > 0 else None)
-                fill(out)
-                write_columns(h5, metadata)
-        else:
-            to_nifti(fill(None), metadata).to_filename(tmp)
-    return path
-
-
-def _jsonable(obj):
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return str(obj)
 
 
 def read_h5(path: str | os.PathLike) -> dict:
@@ -292,87 +181,13 @@ def read_h5(path: str | os.PathLike) -> dict:
             "bold": f["bold"][()],
             "frame_times": f["frame_times"][()],
             "baselines_tr": {k: v[()] for k, v in f["baselines_tr"].items()} if "baselines_tr" in f else {},
-            "metadata": json.loads(f.attrs["metadata"]),
+            "metadata": {k: _attribute(k, v) for k, v in f.attrs.items() if k not in ("params", "n_done")},
             "params": json.loads(f.attrs["params"]),
         }
 
 
-def write_nifti(path: str | os.PathLike, bold: np.ndarray, voxel_ijk: np.ndarray, volume_shape: Sequence[int],
-                affine: np.ndarray, tr: float, fill: float = np.nan) -> Path:
-    """Write per-scan responses as a 4D float32 NIfTI-1, one volume at a time.
-
-    Parameters
-    ----------
-    path : str or PathLike
-        ``.nii`` or ``.nii.gz``.
-    bold : numpy.ndarray
-        (n_scans, n_outputs) responses.
-    voxel_ijk : numpy.ndarray
-        (n_outputs, 3) int voxel coordinates of each output column.
-    volume_shape : (X, Y, Z)
-        Grid shape.
-    affine : numpy.ndarray
-        (4, 4) voxel-to-world (mm) affine, stored as sform and qform.
-    tr : float
-        Repetition time (s), stored in ``pixdim[4]``; xyzt units are mm and s.
-    fill : float
-        Value outside the model's voxels: NaN for subject space (outside the brain mask is unknown), 0 for
-        group MNI maps (img2fmri's convention: group z-scores are 0 outside the overlap mask).
-
-    Returns
-    -------
-    pathlib.Path
-    """
-    bold = np.asarray(bold, dtype=np.float32)
-    ijk = np.asarray(voxel_ijk, dtype=np.int64)
-    shape = tuple(int(s) for s in volume_shape)
-    if bold.ndim != 2 or ijk.shape != (bold.shape[1], 3):
-        raise InvalidArgumentError(
-            f"bold must be (n_scans, n_outputs) and voxel_ijk (n_outputs, 3); got {bold.shape} and {ijk.shape}."
-        )
-    if len(shape) != 3 or (ijk < 0).any() or (ijk >= np.array(shape)).any():
-        raise InvalidArgumentError(f"voxel_ijk must lie inside volume_shape={shape}.")
-    affine = np.asarray(affine, dtype=np.float64)
-    header = nib.Nifti1Header()
-    header.set_data_dtype(np.float32)
-    header.set_data_shape((*shape, bold.shape[0]))
-    header.set_sform(affine, code="scanner")
-    header.set_qform(affine, code="scanner")
-    header.set_zooms((*np.sqrt((affine[:3, :3] ** 2).sum(axis=0)), float(tr)))
-    header.set_xyzt_units("mm", "sec")
-    header["vox_offset"] = 352
-    flat = np.ravel_multi_index(tuple(ijk.T), shape, order="F")
-    volume = np.empty(int(np.prod(shape)), dtype="<f4")
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        opener = gzip.open if path.name.lower().endswith(".gz") else open
-        with opener(tmp, "wb") as fh:
-            fh.write(header.binaryblock)
-            fh.write(b"\x00" * 4)  # no extensions
-            for row in bold:
-                volume.fill(fill)
-                volume[flat] = row
-                fh.write(volume.tobytes())
-    return path
-
-
-def write_outputs(paths: Sequence[Path], bold: np.ndarray, per_scan: Mapping[str, np.ndarray], meta: Mapping) -> list[Path]:
-    """Write the NIfTI and TSV outputs among ``paths`` (HDF5 is the sink itself); return the files written.
-
-    ``meta`` needs ``tr``, ``slice_time_ref``, ``hrf``, ``units``, ``baseline_units``, and for NIfTI ``voxel_ijk``,
-    ``volume_shape``, ``affine`` (``fill_value`` optional); TSV columns are the means over ``roi_columns``.
-    """
-    written = []
-    for path in paths:
-        kind = output_kind(path)
-        if kind == "nifti":
-            missing = [k for k in ("voxel_ijk", "volume_shape", "affine") if meta.get(k) is None]
-            if missing:
-                raise InvalidArgumentError(f"output={str(path)!r} needs a volume, but the model's metadata lacks {missing}.")
-            fill = meta.get("fill_value", 0.0 if str(meta.get("subject")) == "group" else np.nan)
-            written.append(write_nifti(path, bold, meta["voxel_ijk"], meta["volume_shape"], meta["affine"],
-                                             meta["tr"], fill=fill))
-        elif kind == "tsv":
-            with_time = not path.name.lower().endswith(".gz")
-            written.extend(write_predictors(path, *predictor_table(bold, per_scan, meta, with_time)))
-    return written
+def _attribute(key: str, value):
+    """An HDF5 attribute as a python value (the JSON ones decoded)."""
+    if key in ("space", "selection", "backbone", "provenance"):
+        return json.loads(value)
+    return value.item() if isinstance(value, np.generic) else value.tolist() if isinstance(value, np.ndarray) else value

@@ -173,6 +173,7 @@ class FakeModel:
             "roi_columns": {"red": [0], "rgb": [0, 1, 2]},
             "voxel_ijk": np.array([[0, 0, 0], [1, 0, 0], [0, 2, 1]]),
             "volume_shape": [2, 3, 2], "affine": np.diag([2.0, 2.0, 2.0, 1.0]),
+            "fill_value": 0.0 if subject == "group" else float("nan"),  # group maps are 0 outside, as img2fmri's
         }
         self.kill_after = kill_after
         self.calls = 0

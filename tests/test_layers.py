@@ -26,7 +26,7 @@ LAYERS = [
     ("backbone", ["berg.backbones"]),
     ("readout", ["berg.readout"]),
     ("space", ["berg.spaces", "berg.spaces.*", "berg.selection", "berg.group_readout", "berg.metadata"]),
-    ("sink", ["berg.predictors", "berg.sinks"]),
+    ("sink", ["berg.writers", "berg.writers.*", "berg.sinks"]),
     ("encoder", ["berg.encoder"]),
     ("movie", ["berg.hrf", "berg.movie"]),
     ("fetch", ["berg.fetch"]),
@@ -44,7 +44,7 @@ TORCH_FREE = ["berg", "berg.errors", "berg.validation", "berg._optional", "berg.
               "berg.storage.synthetic", "berg.storage.wheels", "berg.mni", "berg.storage.img2fmri", "berg.video",
               "berg.baselines", "berg.selection", "berg.spaces", "berg.spaces.*", "berg.group_readout",
               "berg.metadata",
-              "berg.predictors", "berg.sinks", "berg.hrf", "berg.movie", "berg.fetch", "berg.api", "berg.analysis",
+              "berg.writers", "berg.writers.*", "berg.sinks", "berg.hrf", "berg.movie", "berg.fetch", "berg.api", "berg.analysis",
               "berg.batch", "berg.batch.job", "berg.batch.units", "berg.batch.records", "berg.batch.runner",
               "berg.cli.*"]
 # Modules that run a model (or train one) and may load torch when imported.

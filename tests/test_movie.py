@@ -205,7 +205,7 @@ def test_group_volumes_are_zero_outside_the_model(tmp_path, flashes):
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"tr": -2.0}, "tr"), ({"tr": 2.0, "hrf": "canonical"}, "hrf"), ({"tr": 2.0, "slice_time_ref": 1.5}, "slice_time_ref"),
-    ({"tr": 2.0, "n_scans": 0}, "n_scans"), ({"tr": 2.0, "output": "x.csv"}, "extension"),
+    ({"tr": 2.0, "n_scans": 0}, "n_scans"), ({"tr": 2.0, "output": "x.csv"}, "file name ending in"),
     ({"tr": 2.0, "resume": True}, "output"), ({"tr": 2.0, "baselines": ["contrast"]}, "contrast"),
     ({"tr": 100.0}, "n_scans"), ({"tr": 2.0, "sample_rate_hz": 0}, "sample_rate_hz"),
 ])

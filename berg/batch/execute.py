@@ -4,7 +4,7 @@ The same code runs in the local engine and in Ray actors, so both give the same 
 
 Image shards go to ``..._responses.h5``: ``responses`` (n_images, n_outputs) float32 in the model's units,
 ``stimuli`` (n_images,) the file paths (or ``ARRAY[index]``), and the column datasets of
-:func:`berg.sinks.write_columns` (``voxel_ijk`` first among them). Films go through :func:`berg.predict_movie`
+:func:`berg.writers.arrays.write_columns` (``voxel_ijk`` among them for volume models). Films go through :func:`berg.predict_movie`
 into a 4D NIfTI, its HDF5 file and BIDS continuous predictors (``_stim.tsv.gz`` + ``_stim.json``).
 """
 
@@ -20,7 +20,7 @@ from .. import api
 from .._io import atomic_path
 from ..encoder import encode
 from ..movie import predict_movie
-from ..sinks import write_columns
+from ..writers.arrays import write_columns
 from .records import write_record
 from .units import Unit
 

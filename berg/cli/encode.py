@@ -19,17 +19,19 @@ def _stimulus(inputs: list[str]):
 
 
 def _encode(args: argparse.Namespace) -> int:
-    from .. import encoder, sinks
+    from .. import encoder
+    from ..writers import writer_for
 
-    output = sinks.check_response_path(args.output, "-o")  # before the model is built
+    writer_for(args.output, "responses", parameter="-o")  # the suffix, before the model is built
     stimulus, n_stimuli = _stimulus(args.inputs)
     model = model_from_args(args)
+    writer = writer_for(args.output, "responses", model.metadata, parameter="-o")  # and the model's space
     options = {"show_progress": not args.quiet, "batch_size": args.batch_size}
     if args.readout_mb is not None:
         options["readout_mb"] = args.readout_mb
-    sinks.write_responses(output, (n_stimuli, model.n_outputs), model.metadata,
-                          lambda out: encoder.encode(model, stimulus, out=out, **options))
-    print(f"wrote {output} ({n_stimuli} stimuli x {model.n_outputs} outputs)", file=sys.stderr)
+    written = writer.write_responses(args.output, (n_stimuli, model.n_outputs), model.metadata,
+                                     lambda out: encoder.encode(model, stimulus, out=out, **options))
+    print(f"wrote {', '.join(map(str, written))} ({n_stimuli} stimuli x {model.n_outputs} outputs)", file=sys.stderr)
     return 0
 
 
@@ -39,7 +41,8 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     add_model_options(p)
     p.add_argument("inputs", nargs="+", help="image files, video files, or one .npy array file")
     p.add_argument("-o", "--output", required=True,
-                   help="output file; its extension picks the format: .npy, .h5 or .hdf5, .nii or .nii.gz")
+                   help="output file; its extension picks the format: .npy, .h5 or .hdf5, .nii or .nii.gz "
+                        "(volume models), .func.gii (surface models: one file per hemisphere)")
     p.add_argument("--batch-size", type=int, default=None, help="stimuli per forward pass (default: the model's)")
     p.add_argument("--readout-mb", type=float, default=None,
                    help="memory bound of a readout batch in MiB (default: 256)")

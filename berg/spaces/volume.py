@@ -20,14 +20,45 @@ _NOISE_CEILING_PREFIXES = ("noiseceiling", "noise_ceiling")
 _EXPLAINED_VARIANCE_CEILINGS = ("noiseceiling_task_test_n_10", "noise_ceiling")
 
 
+class VolumePlacer:
+    """Columns -> volumes, one row at a time, by the one rule berg uses everywhere.
+
+    The rule: a voxel holds the mean of the columns at it (a card may give several columns one voxel, e.g. ROI
+    models that overlap); a voxel no column has holds ``fill_value``.
+
+    Parameters
+    ----------
+    voxel_ijk : (n_columns, 3) int array
+    volume_shape : 3 ints
+    fill_value : float
+    """
+
+    def __init__(self, voxel_ijk: np.ndarray, volume_shape, fill_value: float = np.nan):
+        self.shape = tuple(int(s) for s in volume_shape)
+        ijk = np.asarray(voxel_ijk, dtype=np.int64).reshape(-1, 3)
+        if len(self.shape) != 3 or (ijk < 0).any() or (ijk >= np.asarray(self.shape)).any():
+            raise InvalidArgumentError(f"voxel_ijk must lie inside volume_shape={self.shape}")
+        self.flat = np.ravel_multi_index(tuple(ijk.T), self.shape)
+        self.size = int(np.prod(self.shape))
+        counts = np.bincount(self.flat, minlength=self.size)
+        self.inside = counts > 0
+        self.counts = np.maximum(counts, 1)
+        self.fill_value = float(fill_value)
+
+    def place(self, row: np.ndarray) -> np.ndarray:
+        """One (n_columns,) row as a (X, Y, Z) float32 volume."""
+        sums = np.bincount(self.flat, weights=np.asarray(row, dtype=np.float64), minlength=self.size)
+        out = np.where(self.inside, sums / self.counts, self.fill_value).astype(np.float32)
+        return out.reshape(self.shape)
+
+
 def fill_volume(values: np.ndarray, voxel_ijk: np.ndarray, volume_shape, fill_value: float = np.nan) -> np.ndarray:
-    """Scatter column values into volumes.
+    """Scatter column values into volumes (the rule of :class:`VolumePlacer`).
 
     Parameters
     ----------
     values : (n_columns,) or (n_volumes, n_columns) array
     voxel_ijk : (n_columns, 3) int array
-        Voxel of each column. Where several columns share a voxel, their mean is written.
     volume_shape : 3 ints
     fill_value : float
         Value outside the columns' voxels.
@@ -36,19 +67,11 @@ def fill_volume(values: np.ndarray, voxel_ijk: np.ndarray, volume_shape, fill_va
     -------
     (*volume_shape) or (*volume_shape, n_volumes) float32 array
     """
-    values = np.asarray(values, dtype=np.float64)
-    stacked = values[None] if values.ndim == 1 else values
-    n_vol = stacked.shape[0]
-    flat_index = np.ravel_multi_index(tuple(np.asarray(voxel_ijk).T), tuple(volume_shape))
-    size = int(np.prod(volume_shape))
-    sums = np.zeros((n_vol, size))
-    counts = np.bincount(flat_index, minlength=size)
-    for v in range(n_vol):
-        sums[v] = np.bincount(flat_index, weights=stacked[v], minlength=size)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(counts > 0, sums / np.maximum(counts, 1), fill_value).astype(np.float32)
-    out = out.reshape(n_vol, *volume_shape)
-    return out[0] if values.ndim == 1 else np.moveaxis(out, 0, -1)
+    values = np.asarray(values)
+    placer = VolumePlacer(voxel_ijk, volume_shape, fill_value)
+    if values.ndim == 1:
+        return placer.place(values)
+    return np.stack([placer.place(row) for row in values], axis=-1)
 
 
 def to_nifti(responses: np.ndarray, metadata: Mapping):
@@ -86,9 +109,27 @@ def to_nifti(responses: np.ndarray, metadata: Mapping):
         raise InvalidArgumentError(f"responses have shape {responses.shape}; expected (n_stimuli, {ijk.shape[0]}) or "
                                    f"({ijk.shape[0]},) to match metadata['voxel_ijk']")
     data = fill_volume(responses, ijk, metadata["volume_shape"], metadata.get("fill_value", np.nan))
-    image = nib.Nifti1Image(data, np.asarray(metadata["affine"], dtype=np.float64))
-    image.header.set_xyzt_units("mm", "sec")
-    return image
+    header = nifti_header(metadata["affine"], data.shape, (metadata.get("space") or {}).get("template"))
+    return nib.Nifti1Image(data, header.get_best_affine(), header=header)
+
+
+def nifti_header(affine, shape: tuple[int, ...], template: str | None, tr: float | None = None):
+    """The NIfTI-1 header of a float32 image of ``shape`` on a grid: sform and qform set to ``affine`` (code "mni"
+    for an MNI template, else "aligned"), units mm and s, ``pixdim[4]`` the TR where given."""
+    import nibabel as nib
+
+    affine = np.asarray(affine, dtype=np.float64)
+    code = "mni" if str(template or "").upper().startswith("MNI") else "aligned"
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.float32)
+    header.set_data_shape(tuple(int(s) for s in shape))
+    header.set_sform(affine, code=code)
+    header.set_qform(affine, code=code)
+    zooms = tuple(np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+    header.set_zooms(zooms + ((float(tr) if tr else 1.0),) * (len(shape) - 3))
+    header.set_xyzt_units("mm", "sec")
+    header["vox_offset"] = 352
+    return header
 
 
 def _mask(ijk: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_path, write_json
-from .config import berg_version
-from .errors import InvalidArgumentError
+from .._io import atomic_path, write_json
+from ..config import berg_version
+from ..errors import InvalidArgumentError
+from .base import Writer
 
 TIME_COLUMN = "onset"
 
@@ -107,3 +108,17 @@ def predictor_table(bold: np.ndarray, per_scan: Mapping, meta: Mapping, with_tim
                            "Units": meta["baseline_units"]}
     sidecar["Columns"] = list(columns)
     return columns, sidecar
+
+
+class TableWriter(Writer):
+    """``.tsv`` and ``.tsv.gz``: a film's ROI-mean predictors per scan and their JSON sidecar (module docstring)."""
+
+    roles = ("series",)
+
+    def files(self, path: str | os.PathLike, metadata: Mapping) -> list[Path]:
+        return [Path(path), sidecar_path(path)]
+
+    def write_series(self, path: str | os.PathLike, bold: np.ndarray, per_scan: Mapping[str, np.ndarray],
+                     meta: Mapping) -> list[Path]:
+        with_time = not Path(path).name.lower().endswith(".gz")
+        return list(write_predictors(path, *predictor_table(bold, per_scan, meta, with_time)))

@@ -1,0 +1,47 @@
+"""The writer interface of :mod:`berg.writers`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+#: ``fill(target)`` computes responses: into ``target`` ((n, n_outputs), written block by block) when the writer
+#: gives one, else it returns the (n, n_outputs) array.
+Fill = Callable[[Any], np.ndarray]
+
+
+class Writer:
+    """One kind of output file.
+
+    Attributes
+    ----------
+    roles : tuple of str
+        ``"responses"`` (rows are stimuli, from :func:`berg.encode`) and/or ``"series"`` (rows are scans of a film).
+    spaces : tuple of str or None
+        The space kinds it can place; None for any.
+    stores_samples : bool
+        A film's per-sample responses live in this file while the film runs (so that a run can resume).
+    """
+
+    roles: ClassVar[tuple[str, ...]] = ()
+    spaces: ClassVar[tuple[str, ...] | None] = None
+    stores_samples: ClassVar[bool] = False
+
+    def files(self, path: str | os.PathLike, metadata: Mapping) -> list[Path]:
+        """The files writing ``path`` makes (one, unless the space splits it, as surfaces do by hemisphere)."""
+        return [Path(path)]
+
+    def write_responses(self, path: str | os.PathLike, shape: tuple[int, int], metadata: Mapping, fill: Fill
+                        ) -> list[Path]:
+        """Write responses of ``shape`` (n_stimuli, n_outputs); return the files written."""
+        raise NotImplementedError
+
+    def write_series(self, path: str | os.PathLike, bold: np.ndarray, per_scan: Mapping[str, np.ndarray],
+                     meta: Mapping) -> list[Path]:
+        """Write a film's (n_scans, n_outputs) series (``per_scan``: baselines per scan; ``meta``: the contract plus
+        the timing fields of :class:`berg.movie.MovieResult`); return the files written."""
+        raise NotImplementedError
