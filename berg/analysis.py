@@ -215,3 +215,33 @@ def plot_similarity(similarity, tr: float | None = None, boundaries=None, title:
         ax.set_title(title)
     fig.colorbar(image, ax=ax, label="Pearson r across voxels")
     return fig
+
+
+def plot_responses(responses, metadata, index: int = 0, title: str | None = None):
+    """Draw one stimulus's (or scan's) responses where the model's outputs live, as its space draws them.
+
+    Parameters
+    ----------
+    responses : array, or BERG's ``(lh, rh)`` tuple
+        What :func:`berg.encode` returned, (n_stimuli, n_outputs), or one (n_outputs,) row; a film's ``bold``.
+    metadata : dict
+        The metadata that came with the responses.
+    index : int
+        Which row to draw.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        A glass brain or slices for volumes; fsaverage5 views (bundled with nilearn, no download) for surfaces.
+    """
+    from .spaces import space_of
+
+    if isinstance(responses, tuple):
+        responses = np.concatenate([np.atleast_2d(np.asarray(part)) for part in responses], axis=1)
+    rows = np.atleast_2d(np.asarray(responses, dtype=np.float32))
+    index = validation.integer("index", index, minimum=0, maximum=rows.shape[0] - 1, error=InvalidDataError)
+    space = space_of(metadata)
+    if not hasattr(space, "plot"):
+        raise InvalidDataError(f"the {space.kind} space has no figure")
+    return space.plot(rows[index], metadata, title=title)

@@ -175,7 +175,7 @@ class Preprocessing:
     PIL's bilinear filter, as ``transforms.Resize`` does to a PIL image (float inputs use the tensor path).
     """
 
-    resize: tuple[int, int]
+    resize: tuple[int, ...]
     crop: tuple[int, int] | None
     mean: torch.Tensor
     std: torch.Tensor
@@ -189,8 +189,14 @@ class Preprocessing:
                    std=torch.tensor(p.std).view(3, 1, 1), antialias=p.antialias, backend=p.resize_backend)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (N, 3, H, W), uint8 or float in [0, 1] -> normalised float32 (N, 3, h, w)."""
-        if tuple(images.shape[-2:]) != self.resize:
+        """Images (N, 3, H, W), uint8 or float in [0, 1] -> normalised float32 (N, 3, h, w).
+
+        A one-number ``resize`` scales the shorter side to it (as torchvision's classification presets do, which
+        resize every image, whatever its size); a pair resizes to (h, w) unless the images have that size.
+        """
+        if len(self.resize) == 1:
+            images = TF.resize(images, list(self.resize), antialias=self.antialias)
+        elif tuple(images.shape[-2:]) != self.resize:
             if self.backend == "pil" and images.dtype == torch.uint8:
                 images = _pil_resize(images, self.resize)
             else:

@@ -9,7 +9,7 @@ from .card_registries import FORMATS, GROUP_BUILDERS, SPACES
 _INT_LIST = {"type": "array", "items": {"type": "integer"}}
 _NUM_TRIPLE = {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3}
 #: readout kinds in which a shared scaler + PCA/SVD projection precedes the per-subject regression
-PROJECTION_READOUTS = ("scaler-svd-linear", "scaler-pca-ridge")
+PROJECTION_READOUTS = ("scaler-svd-linear", "scaler-pca-linear", "scaler-pca-ridge")
 _PAIR = {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2, "maxItems": 2}
 
 #: card space kinds of earlier cards, and the (space class, template) each one means
@@ -22,7 +22,7 @@ CARD_SCHEMA: dict[str, Any] = {
     "required": ["model_id", "description", "modality", "train_dataset", "model", "stimulus", "backbone",
                  "preprocessing", "readout", "subjects", "space", "rois", "sources"],
     "properties": {
-        "model_id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]*$"},
+        "model_id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]*$"},
         "description": {"type": "string"},
         "modality": {"enum": ["fmri", "eeg"]},
         "train_dataset": _NAME,
@@ -53,7 +53,7 @@ CARD_SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "required": ["resize", "mean", "std"],
             "properties": {
-                "resize": _PAIR,
+                "resize": {"oneOf": [{"type": "integer", "minimum": 1}, _PAIR]},
                 "crop": {"oneOf": [{"type": "null"}, _PAIR]},
                 "mean": _NUM_TRIPLE,
                 "std": _NUM_TRIPLE,
@@ -66,7 +66,7 @@ CARD_SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "required": ["kind"],
             "properties": {
-                "kind": {"enum": ["scaler-svd-linear", "scaler-pca-ridge", "ridge", "linear"]},
+                "kind": {"enum": [*PROJECTION_READOUTS, "ridge", "linear"]},
                 "n_components": {"type": "integer", "minimum": 1},
                 "projection": {"enum": ["shared", "subject"]},
             },

@@ -61,9 +61,10 @@ class BackboneSpec:
 
 @dataclass(frozen=True)
 class PreprocessingSpec:
-    """Resize (h, w), optional centre crop (h, w), channel mean and std, antialias, resize backend."""
+    """Resize to (h, w), or the shorter side to (n,) keeping the aspect ratio; optional centre crop (h, w); channel
+    mean and std, antialias, resize backend."""
 
-    resize: tuple[int, int]
+    resize: tuple[int, ...]
     crop: tuple[int, int] | None
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
@@ -260,7 +261,7 @@ def _typed(data: dict[str, Any], path: str) -> ModelCard:
         stimulus=StimulusSpec(stim["kind"], stim.get("n_frames")),
         backbone=BackboneSpec(bb["architecture"], bb["weights"], tuple(bb["return_nodes"]),
                               {n: tuple(s) for n, s in bb.get("feature_shapes", {}).items()}),
-        preprocessing=PreprocessingSpec(tuple(pre["resize"]), tuple(pre["crop"]) if pre.get("crop") else None,
+        preprocessing=PreprocessingSpec(tuple(pre["resize"]) if isinstance(pre["resize"], list) else (pre["resize"],), tuple(pre["crop"]) if pre.get("crop") else None,
                                         tuple(pre["mean"]), tuple(pre["std"]), bool(pre.get("antialias", True)),
                                         pre.get("resize_backend", "tensor")),
         readout=ReadoutSpec(ro["kind"], ro.get("n_components"), ro.get("projection", "shared")),

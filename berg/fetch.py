@@ -274,15 +274,19 @@ def ensure_model_files(card: ModelCard, berg_dir: str | os.PathLike, subject: in
     berg_dir, subject = Path(berg_dir), card.check_subject(subject)
     model_dir = berg_dir / card.folder
     reader = model_format(card.format)
-    if reader.is_ready(card, model_dir, subject) or all(s.kind == "local" for s in card.sources):
-        return  # complete, or local files only: the caller reports what is missing
+    if reader.is_ready(card, model_dir, subject):
+        return
     for s in card.subjects if subject == "group" else [subject]:
         rels = reader.source_files(card, s)
-        if not rels:
+        local = all(source.kind == "local" for source in card.sources)
+        if local and not (rels and all((model_dir / r).is_file() for r in rels)):
+            continue  # local files only, and none to convert: the caller reports what is missing
+        if not rels:  # the format brings its files by itself (a wheel)
             reader.prepare(card, berg_dir, s)
             continue
         with _lock(model_dir):
             if reader.is_ready(card, model_dir, s):
                 continue
-            _fetch_locked(card, model_dir, rels, None, show_progress=True)
+            if card.source("s3") is not None:
+                _fetch_locked(card, model_dir, rels, None, show_progress=True)
             reader.prepare(card, berg_dir, s)

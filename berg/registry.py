@@ -50,13 +50,13 @@ def catalog(berg_dir: str | Path | None = None) -> dict[str, dict]:
 
 
 def format_catalog(entries: dict[str, dict]) -> str:
-    """The catalog as a text table."""
-    header = f"{'model_id':<26} {'stimulus':<8} {'backbone':<9} {'dataset':<9} {'subjects':<14} rois"
-    lines = [header, "-" * len(header)]
-    for mid, e in entries.items():
-        subj = e["subjects"]
-        subjects = f"{subj[0]}-{subj[-1]}" if all(isinstance(s, int) for s in subj) else \
-            f"{subj[0]}-{subj[-2]}, {subj[-1]}"
-        lines.append(f"{mid:<26} {e['stimulus']:<8} {e['backbone']:<9} {e['train_dataset']:<9} {subjects:<14} "
-                     f"{e['n_rois']}")
-    return "\n".join(lines)
+    """The catalog as a text table whose columns fit their widest entry."""
+    def subjects(subj: list) -> str:
+        return f"{subj[0]}-{subj[-1]}" if all(isinstance(s, int) for s in subj) else f"{subj[0]}-{subj[-2]}, {subj[-1]}"
+
+    rows = [("model_id", "stimulus", "backbone", "dataset", "subjects", "rois")]
+    rows += [(mid, e["stimulus"], e["backbone"], e["train_dataset"], subjects(e["subjects"]), str(e["n_rois"]))
+             for mid, e in entries.items()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = [" ".join(f"{v:<{w}}" for v, w in zip(row, widths)) + f" {row[-1]}" for row in rows]
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])

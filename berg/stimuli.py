@@ -95,7 +95,7 @@ def _array_set(array: np.ndarray, kind: str, n_frames: int | None) -> StimulusSe
     array = _check_values(array)
 
     def load(start: int, stop: int) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array[start:stop]))
+        return torch.from_numpy(np.require(array[start:stop], requirements=["C", "W"]))  # memmaps are read-only
 
     return StimulusSet(n=array.shape[0], load=load)
 

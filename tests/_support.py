@@ -55,7 +55,7 @@ def write_test_model(berg_dir: Path, model_id: str = "test-resnet18", n_voxels: 
 
     rng = np.random.default_rng(seed)
     card = packaged_card_data(template)
-    card.update(model_id=model_id, train_dataset="test", model=model_id, subjects=list(subjects),
+    card.update(model_id=model_id, train_dataset="test", model=model_id, subjects=list(subjects), format="native",
                 rois=["lA", "rA", "B"], n_voxels={s: n_voxels for s in subjects}, sources=[{"kind": "local"}])
     card.pop("group", None)
     card["accuracy"] = ["correlation"]

@@ -13,11 +13,14 @@ from berg.errors import ModelCardError
 
 def test_packaged_cards_validate():
     cards = {c.model_id: c for c in packaged_cards()}
-    assert set(cards) == {"fmri-bmd-s3d", "fmri-bold5000-resnet18"}
+    assert set(cards) == {"fmri-bmd-s3d", "fmri-bold5000-resnet18", "fmri-nsd_fsaverage-vit_b_32"}
     bold = cards["fmri-bold5000-resnet18"]
     assert bold.subjects == [1, 2, 3] and bold.has_group and bold.data["preprocessing"]["crop"] is None
-    for card in cards.values():  # each subject has a voxel count and nothing else does
-        assert sorted(card.data["n_voxels"]) == card.subjects, card.model_id
+    for card in cards.values():  # each subject of a volume model has a voxel count and nothing else does
+        if card.space.kind == "volume":
+            assert sorted(card.data["n_voxels"]) == card.subjects, card.model_id
+        else:
+            assert "n_voxels" not in card.data and card.space.space.n_outputs(card, 1) is None, card.model_id
 
 
 def test_img2fmri_voxel_counts_are_the_wheels_masks(img2fmri_wheel):

@@ -160,3 +160,26 @@ class SurfaceSpace(OutputSpace):
         for name, values in per_output.items():
             encoding_models.update({f"{h}_{name}": values[hemisphere == i] for i, h in enumerate(HEMISPHERES)})
         return {"fmri": fmri, "encoding_models": encoding_models}
+
+    @classmethod
+    def plot(cls, values: np.ndarray, metadata: Mapping, title: str | None = None, mesh: str = "fsaverage5"):
+        """Draw one row of values on nilearn's bundled fsaverage5 (inflated; lateral and medial views of both
+        hemispheres), with no download: the model's first vertices of each hemisphere are fsaverage5's, so the
+        values are taken as they are. Returns a matplotlib Figure (no pyplot)."""
+        from .._optional import import_optional
+
+        figure_module = import_optional("matplotlib.figure", "plot", "drawing responses on a surface")
+        datasets = import_optional("nilearn.datasets", "plot", "drawing responses on a surface")
+        plotting = import_optional("nilearn.plotting", "plot", "drawing responses on a surface")
+        on_mesh = cls.on_mesh(values, metadata, mesh=mesh)
+        surfaces = datasets.load_fsaverage(mesh).inflated.parts
+        finite = np.concatenate([v[np.isfinite(v)] for v in on_mesh.values()])
+        vmax = float(np.abs(finite).max()) if finite.size else 1.0
+        fig = figure_module.Figure(figsize=(8, 6))
+        for row, view in enumerate(("lateral", "medial")):
+            for col, (hemi, side) in enumerate(zip(HEMISPHERES, ("left", "right"))):
+                ax = fig.add_subplot(2, 2, 2 * row + col + 1, projection="3d")
+                plotting.plot_surf_stat_map(surfaces[side], np.nan_to_num(on_mesh[hemi][0]), hemi=side, view=view,
+                                            axes=ax, figure=fig, colorbar=False, vmax=vmax, cmap="RdBu_r")
+        fig.suptitle(title or f"{metadata.get('model_id')}, subject {metadata.get('subject')} ({mesh})")
+        return fig

@@ -213,3 +213,20 @@ class VolumeSpace(OutputSpace):
             fmri["group_mask"] = _mask(meta.arrays["group_mask_ijk"], shape)
             fmri["group_mask_affine"] = _affine(meta.info.get("group_affine", meta.info.get("affine")))
         return {"fmri": fmri, "encoding_models": bergs_encoding_models(accuracy)}
+
+    @classmethod
+    def plot(cls, values: np.ndarray, metadata: Mapping, title: str | None = None):
+        """Draw one row of values: a glass brain on an MNI template's grid, else orthogonal slices of the subject's
+        grid. Returns a matplotlib Figure (no pyplot)."""
+        from .._optional import import_optional
+
+        figure_module = import_optional("matplotlib.figure", "plot", "drawing responses in a volume")
+        plotting = import_optional("nilearn.plotting", "plot", "drawing responses in a volume")
+        image = to_nifti(np.asarray(values), {**metadata, "fill_value": 0.0})
+        fig = figure_module.Figure(figsize=(8, 3))
+        title = title or f"{metadata.get('model_id')}, subject {metadata.get('subject')}"
+        if str((metadata.get("space") or {}).get("template") or "").upper().startswith("MNI"):
+            plotting.plot_glass_brain(image, figure=fig, colorbar=True, plot_abs=False, title=title)
+        else:
+            plotting.plot_stat_map(image, bg_img=None, figure=fig, colorbar=True, title=title, draw_cross=False)
+        return fig

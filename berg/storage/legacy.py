@@ -122,12 +122,14 @@ def _float_vector(value: Any, n: int, default: float, what: str, path: Path) -> 
     return arr
 
 
-def _convert_projection(model_dir: Path, card: Any, rel: str) -> None:
-    """Fold the standard scaler into the SVD components, per return node, and save them as float32."""
-    src = model_dir / rel
-    legacy, sha = load_legacy_npy(src)
-    scaler, svd = _field(legacy, "scaler_param", src), _field(legacy, "pca_param", src)
-    comps = np.asarray(_field(svd, "components_", src))
+def fold_projection(scaler: Any, pca: Any, card: Any, src: Path, centred: bool) -> dict[str, np.ndarray]:
+    """BERG's scaler and PCA / truncated-SVD parameter dicts folded into native projection arrays.
+
+    ``weight.{node}`` (k, d_node) float32 is ``components[:, node columns] / scale`` and ``bias`` (k,) is
+    ``-components @ (mean / scale + pca_mean)`` (``pca_mean`` only when ``centred``: a PCA, not an SVD), built in
+    column chunks so that only the source matrix is held in float64.
+    """
+    comps = np.asarray(_field(pca, "components_", src))
     sizes = list(card.backbone.feature_sizes.items())
     width = sum(d for _, d in sizes)
     if comps.ndim != 2 or comps.shape[1] != width:
@@ -135,22 +137,38 @@ def _convert_projection(model_dir: Path, card: Any, rel: str) -> None:
     k = comps.shape[0]
     if k != card.readout.n_components:
         log.warning("%s holds %d components, the card says %d", src, k, card.readout.n_components)
+    if not np.isfinite(comps).all():
+        raise ModelFormatError(f"{src}: pca_param.components_ holds NaN or infinite values")
+    if not isinstance(scaler, dict):
+        raise ModelFormatError(f"{src}: scaler_param must be a dict, found {type(scaler).__name__}")
     mean = _float_vector(scaler.get("mean_"), width, 0.0, "scaler_param.mean_", src)
     scale = _float_vector(scaler.get("scale_"), width, 1.0, "scaler_param.scale_", src)
     if (scale == 0).any():
         raise ModelFormatError(f"{src}: scaler_param.scale_ holds zeros")
-    arrays, bias, offset = {}, np.zeros(k), 0
+    offset = mean / scale
+    if centred:
+        offset = offset + _float_vector(_field(pca, "mean_", src), width, 0.0, "pca_param.mean_", src)
+    arrays, bias, start = {}, np.zeros(k), 0
     for node, d in sizes:
         out = np.empty((k, d), dtype=np.float32)
-        for start in range(0, d, _CHUNK_COLUMNS):
-            cols = slice(offset + start, offset + min(d, start + _CHUNK_COLUMNS))
+        for first in range(0, d, _CHUNK_COLUMNS):
+            cols = slice(start + first, start + min(d, first + _CHUNK_COLUMNS))
             block = comps[:, cols] / scale[cols]
-            out[:, start:start + block.shape[1]] = block
-            bias -= block @ mean[cols]
+            out[:, first:first + block.shape[1]] = block
+            bias -= comps[:, cols] @ offset[cols]
         arrays[f"weight.{node}"] = out
-        offset += d
+        start += d
     arrays["bias"] = bias.astype(np.float32)
-    del legacy, comps, svd
+    return arrays
+
+
+def _convert_projection(model_dir: Path, card: Any, rel: str) -> None:
+    """Fold the standard scaler into the SVD components, per return node, and save them as float32."""
+    src = model_dir / rel
+    legacy, sha = load_legacy_npy(src)
+    arrays = fold_projection(_field(legacy, "scaler_param", src), _field(legacy, "pca_param", src), card, src,
+                             centred=False)
+    del legacy
     save_arrays(projection_path(model_dir), arrays, metadata={"provenance": json.dumps({"sources": {rel: sha}})})
 
 

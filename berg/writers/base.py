@@ -9,8 +9,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-#: ``fill(target)`` computes responses: into ``target`` ((n, n_outputs), written block by block) when the writer
-#: gives one, else it returns the (n, n_outputs) array.
+#: ``fill(target)`` computes the (n, n_outputs) responses into ``target`` (a numpy array, memmap or HDF5 dataset
+#: of that shape, written block by block) and returns it.
 Fill = Callable[[Any], np.ndarray]
 
 

@@ -73,7 +73,7 @@ class GiftiWriter(Writer):
 
     def write_responses(self, path: str | os.PathLike, shape: tuple[int, int], metadata: Mapping, fill: Fill
                         ) -> list[Path]:
-        return write_hemispheres(path, fill(None), metadata)
+        return write_hemispheres(path, fill(np.empty(shape, dtype=np.float32)), metadata)
 
     def write_series(self, path: str | os.PathLike, bold: np.ndarray, per_scan: Mapping[str, np.ndarray],
                      meta: Mapping) -> list[Path]:

@@ -76,7 +76,7 @@ class NiftiWriter(Writer):
     def write_responses(self, path: str | os.PathLike, shape: tuple[int, int], metadata: Mapping, fill: Fill
                         ) -> list[Path]:
         _volume_fields(metadata, path)  # before any work
-        responses = np.asarray(fill(None))
+        responses = fill(np.empty(shape, dtype=np.float32))
         return [write_volumes(path, responses, shape[0], metadata)]
 
     def write_series(self, path: str | os.PathLike, bold: np.ndarray, per_scan: Mapping[str, np.ndarray],
