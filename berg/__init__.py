@@ -2,8 +2,9 @@
 
 >>> from berg import BERG
 >>> berg = BERG()
->>> model = berg.get_encoding_model("fmri-bold5000-resnet18", subject=1, selection={"roi": "PPA"})
->>> responses = berg.encode(model, images)          # (n_images, n_voxels) float32
+>>> berg.list_models()                              # the zoo's model ids
+>>> model = berg.get_encoding_model(model_id, subject=1, selection={"roi": roi_name})
+>>> responses = berg.encode(model, images)          # as the model's space gives them (volumes: (n, n_voxels))
 
 ``import berg`` is light: torch and the other heavy libraries load with the first function that needs them.
 """

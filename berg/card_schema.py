@@ -15,6 +15,9 @@ _PAIR = {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems"
 #: card space kinds of earlier cards, and the (space class, template) each one means
 LEGACY_SPACE_KINDS = {"subject": ("volume", None), "MNI152": ("volume", "MNI152"), "fsaverage": ("surface", "fsaverage")}
 _NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.+-]*$"}
+# a path inside the model folder: "/"-separated segments that do not start with a dot (no "..", no absolute path)
+_SEGMENT = "[A-Za-z0-9_{}+-][A-Za-z0-9_.{}+-]*"
+_RELATIVE_PATH = {"type": "string", "pattern": f"^{_SEGMENT}(/{_SEGMENT})*$"}
 
 CARD_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -100,8 +103,8 @@ CARD_SCHEMA: dict[str, Any] = {
         "legacy_files": {
             "type": "object",
             "additionalProperties": False,
-            "properties": {"shared": {"type": "array", "items": {"type": "string"}},
-                           "subject": {"type": "array", "items": {"type": "string"}}},
+            "properties": {"shared": {"type": "array", "items": _RELATIVE_PATH},
+                           "subject": {"type": "array", "items": _RELATIVE_PATH}},
         },
         "sources": {
             "type": "array",

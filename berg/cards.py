@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
-
+from ._yaml import UnsafeYamlError, parse_yaml, read_yaml
 from .card_schema import CARD_SCHEMA, LEGACY_SPACE_KINDS, PROJECTION_READOUTS, registered_names
 from .errors import InvalidSubjectError, ModelCardError, close_matches
 
@@ -158,6 +157,15 @@ class Source:
     version: str | None = None
     filename: str | None = None
     sha256: str | None = None
+
+    def dataset_link(self) -> dict | None:
+        """Where the files come from as a BIDS ``SourceDatasets`` entry (``URL``, ``Version``); None for local."""
+        if self.kind == "s3":
+            url = self.endpoint_url or f"https://{self.bucket}.s3.{self.region or 'us-east-1'}.amazonaws.com"
+            return {"URL": f"{url.rstrip('/')}/{self.prefix}"}
+        if self.kind == "pypi-wheel":
+            return {"URL": f"https://pypi.org/project/{self.name}/{self.version}/", "Version": str(self.version)}
+        return None
 
 
 @dataclass(frozen=True)
@@ -327,9 +335,9 @@ def _check_registered(data: dict[str, Any], path: str) -> None:
 
 def _parse_card(text: str, path: str) -> ModelCard:
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ModelCardError(f"model card {path}: cannot be read as YAML: {exc}") from exc
+        data = parse_yaml(text)
+    except UnsafeYamlError as exc:
+        raise ModelCardError(f"model card {path}: {exc}") from exc
     return validate_card(data, path)
 
 
@@ -337,10 +345,12 @@ def load_card(path: str | Path) -> ModelCard:
     """Read and validate one YAML model card."""
     path = Path(path)
     try:
-        text = path.read_text()
+        data = read_yaml(path)
+    except UnsafeYamlError as exc:
+        raise ModelCardError(f"model card {path}: {exc}") from exc
     except OSError as exc:
         raise ModelCardError(f"model card {path}: cannot be read: {exc}") from exc
-    return _parse_card(text, str(path))
+    return validate_card(data, str(path))
 
 
 def packaged_cards() -> list[ModelCard]:
@@ -355,6 +365,6 @@ def packaged_cards() -> list[ModelCard]:
 @functools.cache
 def _packaged_cards() -> tuple[ModelCard, ...]:
     folder = resources.files("berg.model_cards")
-    cards = [_parse_card(entry.read_text(), f"berg/model_cards/{entry.name}")
+    cards = [_parse_card(entry.read_text(), f"model_cards/{entry.name}")
              for entry in folder.iterdir() if entry.name.endswith(".yaml")]
     return tuple(sorted(cards, key=lambda c: c.model_id))

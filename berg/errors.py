@@ -41,6 +41,10 @@ class ModelCardError(BergError, ValueError):
     """A model card that does not follow the schema."""
 
 
+class UnsafeYamlError(BergError, ValueError):
+    """A YAML document berg will not read: an alias, too large, nested too deeply, or not YAML."""
+
+
 class MissingFilesError(BergError, FileNotFoundError):
     """Model files that are not on disk (and could not, or may not, be fetched)."""
 

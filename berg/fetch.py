@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from ._io import sha256_file, write_json
 from .cards import ModelCard, Source
 from .config import default_berg_dir, is_offline
-from .errors import IntegrityError, MissingFilesError, OfflineError
+from .errors import IntegrityError, MissingFilesError, ModelCardError, OfflineError
 from .registry import get_card
 from .card_registries import model_format
 
@@ -192,19 +192,38 @@ def _s3_spec(card: ModelCard) -> Source:
     return spec
 
 
-def _fetch_locked(card: ModelCard, model_dir: Path, rels: Iterable[str], endpoint_url: str | None,
-                  show_progress: bool) -> None:
-    """Fetch every file of ``rels`` that is missing or damaged; the caller holds the model's lock."""
+def _outside(model_dir: Path, rels: Iterable[str]) -> list[str]:
+    """The names of ``rels`` that would resolve outside ``model_dir`` (an absolute path, ``..``, a symlink out)."""
+    root = model_dir.resolve()
+    return [r for r in rels if Path(r).is_absolute() or not (model_dir / r).resolve().is_relative_to(root)]
+
+
+def _check_fetchable(card: ModelCard, model_dir: Path, rels: list[str]) -> None:
+    """Before anything is created: every file lies inside the model folder, and none is missing while offline."""
+    outside = _outside(model_dir, rels)
+    if outside:
+        raise ModelCardError(f"model card {card.path}: file names {outside} lie outside the model folder "
+                             f"{model_dir}; name files relative to it, without '..'")
+    if not is_offline():
+        return
     manifest = _read_manifest(model_dir)
     todo = [r for r in dict.fromkeys(rels) if _needs_fetch(model_dir, r, manifest)]
-    if not todo:
-        return
-    if is_offline():
+    if todo:
         raise OfflineError(
             f"model {card.model_id!r}: files missing or damaged under {model_dir}: {', '.join(todo)}. BERG_OFFLINE "
             f"is set, so they are not fetched: unset it, or run `berg download {card.model_id} --berg-dir "
             f"{model_dir.parents[3]}` where {_s3_spec(card).bucket} is reachable"
         )
+
+
+def _fetch_locked(card: ModelCard, model_dir: Path, rels: Iterable[str], endpoint_url: str | None,
+                  show_progress: bool) -> None:
+    """Fetch every file of ``rels`` that is missing or damaged; the caller checked them
+    (:func:`_check_fetchable`) and holds the model's lock."""
+    manifest = _read_manifest(model_dir)
+    todo = [r for r in dict.fromkeys(rels) if _needs_fetch(model_dir, r, manifest)]
+    if not todo:
+        return
     source = _S3Source(_s3_spec(card), endpoint_url)
     for rel in todo:
         dest = model_dir / rel
@@ -224,7 +243,7 @@ def download(model_id: str | ModelCard, subjects: Iterable[int] | None = None, b
     Parameters
     ----------
     model_id : str or ModelCard
-        A model id, e.g. ``"fmri-bmd-s3d"``: packaged, or a card in ``<berg_dir>/model_cards/``.
+        A model id (:func:`berg.list_models`): packaged, or a card in ``<berg_dir>/model_cards/``.
     subjects : iterable of int, optional
         Subjects to fetch; all of the card's subjects by default.
     berg_dir : path, optional
@@ -257,6 +276,7 @@ def download(model_id: str | ModelCard, subjects: Iterable[int] | None = None, b
         for s in subjects:
             reader.prepare(card, berg_dir, s)
         return list(dict.fromkeys(p for s in subjects for p in reader.files(card, model_dir, s)))
+    _check_fetchable(card, model_dir, rels)
     with _lock(model_dir):
         _fetch_locked(card, model_dir, rels, endpoint_url, show_progress)
     return [model_dir / r for r in dict.fromkeys(rels)]
@@ -284,6 +304,8 @@ def ensure_model_files(card: ModelCard, berg_dir: str | os.PathLike, subject: in
         if not rels:  # the format brings its files by itself (a wheel)
             reader.prepare(card, berg_dir, s)
             continue
+        if card.source("s3") is not None:
+            _check_fetchable(card, model_dir, rels)
         with _lock(model_dir):
             if reader.is_ready(card, model_dir, s):
                 continue

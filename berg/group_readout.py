@@ -217,6 +217,6 @@ def build_group_readout(card: ModelCard, model_format: Any, model_dir: Path, sel
         "coordinates": {"voxel_ijk": group.voxel_ijk, "output_index": np.arange(n, dtype=np.int64)},
         "fill_value": 0.0, "roi_columns": group.roi_voxels, "accuracy": {},
         "units": "z-score across the overlap voxels (group sum of subject z-scores, z-scored)",
-        "provenance": {"subjects": list(group.subjects)}, "berg_version": berg_version(),
+        "provenance": {"subjects": list(group.subjects)}, "backbone": None, "berg_version": berg_version(),
     }
     return group, fields

@@ -45,6 +45,7 @@ from .errors import InvalidArgumentError
 from .hrf import hrf_kernel
 from .video import clip_plan, iter_clips, iter_frames, probe
 from .writers import writer_for
+from .writers.sidecars import write_series_sidecars
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +259,13 @@ def _outputs(output, metadata: Mapping) -> list[tuple[Path, Any]]:
     if len(stores) > 1:
         raise InvalidArgumentError(f"output names {len(stores)} files that hold the film's samples ({stores}); "
                                    "give at most one.")
+    made: dict[Path, Path] = {}
+    for path, writer in outputs:
+        for file in writer.data_files(path, metadata):
+            if file in made:
+                raise InvalidArgumentError(f"output={str(path)!r} would write {str(file)!r}, which "
+                                           f"output={str(made[file])!r} writes too; give them other names.")
+            made[file] = path
     return outputs
 
 
@@ -373,6 +381,7 @@ def predict_movie(model: MovieModel, video: str | os.PathLike, *, tr: float, n_s
                     units=meta.get("units") or "model output units", baseline_units=_baselines.UNITS,
                     **{k: v for k, v in params.items() if k not in meta})
         written = [f for p, w in outputs if not w.stores_samples for f in w.write_series(p, bold, per_scan, meta)]
+        written += write_series_sidecars(outputs, bold, per_scan, meta)
         samples = None
         if h5_out is None:
             samples = np.asarray(sink.responses[: sample_times.size])

@@ -1,4 +1,4 @@
-"""End-to-end ``berg.encode`` against the backbone alone, for images (ResNet-18) and clips (S3D).
+"""End-to-end ``berg.encode`` against the backbone alone, for images (ResNet-18, ViT-B/32) and clips (S3D).
 
 The backbone-alone side runs torchvision's model on tensors preprocessed before the clock starts, with the same
 batch size, on the same device; berg's side starts from uint8 arrays and includes preprocessing, the readout and
@@ -107,11 +107,34 @@ def bench_clips(berg_dir: Path, n: int, batch_size: int = 2, n_components: int =
     ]
 
 
+def bench_vit(berg_dir: Path, n: int, batch_size: int = 16, device: str = "cpu") -> list[dict]:
+    """Encode ``n`` 300x400 images through fmri-nsd_fsaverage-vit_b_32 (synthetic weights at full size: 250 x
+    460,800 projection, 2 x 163,842 vertices) against ViT-B/32 alone on the same preprocessed batches."""
+    model_id = "fmri-nsd_fsaverage-vit_b_32"
+    write_synthetic_model(berg_dir, model_id, subject=1, n_components=250)
+    model = berg.get_encoding_model(model_id, subject=1, device=device, backbone_weights=None, berg_dir=berg_dir)
+    images = np.random.default_rng(0).integers(0, 256, size=(n, 300, 400, 3), dtype=np.uint8)
+    inputs = model.extractor.prepare(torch.from_numpy(images).permute(0, 3, 1, 2)).to(model.device)
+    net = build_backbone(model.card, None).to(model.device)
+    t = best_of({"berg": lambda: berg.encode(model, images, batch_size=batch_size, show_progress=False),
+                 "alone": _alone(net, inputs, batch_size)})
+    common = {"scenario": "encode images (ViT)", "device": device_name(model.device),
+              "size": f"{n} images 300x400, batch {batch_size}, 250 x 460,800 projection, {model.n_outputs:,} vertices"}
+    return [
+        {**common, "variant": f"berg.encode ({model_id})", "seconds": t["berg"],
+         "throughput": f"{n / t['berg']:.1f} images/s", "ratio": t["berg"] / t["alone"],
+         "ratio_meaning": "berg / backbone alone", "target": _target(model.device)},
+        {**common, "variant": "torchvision ViT-B/32 alone", "seconds": t["alone"],
+         "throughput": f"{n / t['alone']:.1f} images/s"},
+    ]
+
+
 def run(quick: bool = False, device: str = "cpu") -> list[dict]:
-    """Both scenarios in temporary model folders; returns table rows."""
+    """The three scenarios in temporary model folders; returns table rows."""
     with tempfile.TemporaryDirectory() as tmp:
         rows = bench_images(Path(tmp), 64 if quick else 256, device=device)
         rows += bench_clips(Path(tmp), 4 if quick else 12, device=device)
+        rows += bench_vit(Path(tmp), 16 if quick else 64, device=device)
     return rows
 
 

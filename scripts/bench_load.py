@@ -39,7 +39,7 @@ SUBJECT = 1
 
 
 def _card(quick: bool):
-    card = load_card(REPO / "berg" / "model_cards" / "fmri-bmd-s3d.yaml")
+    card = load_card(REPO / "model_cards" / "fmri-bmd-s3d.yaml")
     if not quick:
         return card
     data = card.to_dict()

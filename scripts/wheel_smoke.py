@@ -24,8 +24,12 @@ def main() -> int:
     if "site-packages" not in location.parts:
         print(f"berg is imported from {location}, not from an installed wheel", file=sys.stderr)
         return 1
+    import yaml
+
     models = berg.list_models()
-    assert {"fmri-bmd-s3d", "fmri-bold5000-resnet18"} <= set(models), models
+    in_repository = {yaml.safe_load(p.read_text())["model_id"]
+                     for p in (Path(__file__).resolve().parents[1] / "model_cards").glob("*.yaml")}
+    assert set(models) == in_repository, (models, in_repository)  # every card of model_cards/ is in the wheel
     card = berg.describe("fmri-bmd-s3d")
     assert len(card["rois"]) == 47 and card["n_voxels"][1] == 108219, card["model_id"]
     with tempfile.TemporaryDirectory() as berg_dir:

@@ -95,6 +95,60 @@ def write_test_model(berg_dir: Path, model_id: str = "test-resnet18", n_voxels: 
     return raw
 
 
+TOY_SPACES = {
+    "volume": {"kind": "volume", "template": "individual"},
+    "surface": {"kind": "surface", "template": "fsaverage5", "n_vertices": 10242},
+    "sensors": {"kind": "sensors", "channels": ["Fz", "Cz", "Pz", "Oz"], "times": {"start": -0.1, "step": 0.05,
+                                                                                   "count": 6}, "repetitions": 2},
+}
+
+
+def _toy_layout(kind: str, shared_voxels: bool = False) -> tuple[dict, dict, dict]:
+    """Coordinates, ROI rows and metadata fields of a toy subject in each space (``shared_voxels``: the volume's
+    last 4 columns repeat the voxels of columns 1, 3, 5 and 1)."""
+    if kind == "volume":
+        ijk = np.argwhere(np.ones((4, 5, 3), bool))[::5].astype(np.int32)
+        if shared_voxels:
+            ijk[-4:] = ijk[[1, 3, 5, 1]]
+        return ({"voxel_ijk": ijk}, {"A": np.arange(0, 12, 2)},
+                {"volume_shape": [4, 5, 3], "affine": AFFINE.tolist()})
+    if kind == "surface":  # 30 left vertices, 30 right ones; ROI L has no right vertex
+        coords = {"hemisphere": np.repeat(np.arange(2, dtype=np.int8), 30),
+                  "vertex": np.concatenate([np.arange(30), np.arange(5, 35)]).astype(np.int32)}
+        return coords, {"A": np.array([1, 2, 40, 41]), "L": np.array([3, 4, 5])}, {}
+    grid = np.stack(np.unravel_index(np.arange(2 * 4 * 6), (2, 4, 6)), 1)
+    return {n: grid[:, i].astype(np.int16) for i, n in enumerate(("repetition", "channel", "time"))}, {}, {}
+
+
+def write_space_model(berg_dir: Path, kind: str, seed: int = 0, shared_voxels: bool = False) -> dict:
+    """A ridge model on ResNet-18's 512 pool features whose outputs live in a toy space of ``kind`` (a card plus
+    native data); return its card, weight (n, 512) and bias (n,)."""
+    rng = np.random.default_rng(seed)
+    coords, rois, fields = _toy_layout(kind, shared_voxels)
+    n = next(iter(coords.values())).shape[0]
+    model_id = f"toy-{kind}"
+    card = packaged_card_data("fmri-bold5000-resnet18")
+    card.pop("group")
+    card.update(model_id=model_id, train_dataset="toy", model=kind, format="native", subjects=[1],
+                rois=list(rois), space=TOY_SPACES[kind], sources=[{"kind": "local"}], accuracy=["correlation"],
+                readout={"kind": "ridge"})
+    card.pop("n_voxels")
+    if kind == "volume":
+        card["n_voxels"] = {1: n}
+    (berg_dir / "model_cards").mkdir(parents=True, exist_ok=True)
+    (berg_dir / "model_cards" / f"{model_id}.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+    model_dir = berg_dir / "encoding_models" / "modality-fmri" / "train_dataset-toy" / f"model-{kind}"
+    weight = (rng.normal(size=(n, 512)) / 20).astype(np.float32)
+    bias = rng.normal(size=n).astype(np.float32)
+    save_arrays(readout_path(model_dir, 1), {"weight": weight, "bias": bias})
+    arrays = {**coords, "row_voxel": np.arange(n, dtype=np.int64), "accuracy.correlation": rng.uniform(0, 1, n)
+              .astype(np.float32), **{f"roi.{k}": v.astype(np.int64) for k, v in rois.items()}}
+    info = {"model_id": model_id, "subject": 1, "n_voxels": n, "n_rows": n, "rois": list(rois),
+            "space": TOY_SPACES[kind], "accuracy": {"correlation": "Pearson r"}, **fields}
+    write_subject_metadata(model_dir, 1, SubjectMetadata(info=info, arrays=arrays))
+    return {"card": card, "weight": weight.astype(np.float64), "bias": bias.astype(np.float64), "coordinates": coords}
+
+
 # -- the img2fmri 1.0 wheel -------------------------------------------------------------------------------------------
 
 ROIS = ("EarlyVis", "OPA", "LOC", "RSC", "PPA")

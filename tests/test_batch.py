@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -46,7 +47,7 @@ def test_local_run_equals_direct_encode_and_predict_movie(assets, local_run, tmp
         model = _model(files, subject)
         direct = berg.encode(model, [str(p) for p in files["photos"]], show_progress=False)
         shards = sorted((out / f"sub-0{subject}" / "func").glob("*_responses.h5"))
-        assert [p.name for p in shards] == [f"sub-0{subject}_task-photos_chunk-00{i}_space-individual_desc-"
+        assert [p.name for p in shards] == [f"sub-0{subject}_task-photos_space-individual_chunk-00{i}_desc-"
                                             "testresnet18_responses.h5" for i in range(3)]
         stacked, names = [], []
         for path in shards:
@@ -67,8 +68,8 @@ def test_local_run_equals_direct_encode_and_predict_movie(assets, local_run, tmp
         stored = berg.sinks.read_h5(out / "sub-01" / "func" / f"{stem}_space-individual_desc-testresnet18_bold.h5")
         np.testing.assert_array_equal(stored["bold"], direct.bold)
         assert stored["bold"].shape == (FILMS[film.stem] // 10, 60)
-        table = np.loadtxt(gzip.open(out / "sub-01" / "func" / f"{stem}_desc-testresnet18_stim.tsv.gz"), ndmin=2)
-        sidecar = json.loads((out / "sub-01" / "func" / f"{stem}_desc-testresnet18_stim.json").read_text())
+        table = np.loadtxt(gzip.open(out / "sub-01" / "func" / f"{stem}_recording-testresnet18_stim.tsv.gz"), ndmin=2)
+        sidecar = json.loads((out / "sub-01" / "func" / f"{stem}_recording-testresnet18_stim.json").read_text())
         assert sidecar["Columns"][:3] == ["lA", "rA", "B"] and sidecar["SamplingFrequency"] == 1.0
         np.testing.assert_allclose(table[:, 2], direct.bold[:, 0::4].mean(axis=1), rtol=1e-6, atol=1e-8)
     description = json.loads((out / "dataset_description.json").read_text())
@@ -94,7 +95,9 @@ def test_rerun_skips_finished_units_and_redoes_damaged_ones(assets, local_run, t
     after = read_outputs(out)
     assert after.keys() == before.keys() and all(np.array_equal(after[k], before[k]) for k in before)
     stored = json.loads(record.read_text())
-    assert stored["params"]["model"]["subject"] == 1 and len(stored["outputs"]) == 4
+    assert stored["params"]["model"]["subject"] == 1
+    assert sorted(Path(rel).name.rsplit("_", 1)[1] for rel in stored["outputs"]) == [
+        "bold.h5", "bold.json", "bold.nii.gz", "stim.json", "stim.tsv.gz"]  # every file of the unit is hashed
 
 
 def test_sigkill_mid_run_then_rerun_redoes_only_unfinished_units(assets, local_run, tmp_path):

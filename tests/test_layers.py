@@ -17,7 +17,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "berg"
 
 LAYERS = [
-    ("foundation", ["berg", "berg.errors", "berg.validation", "berg._optional", "berg._io", "berg.config",
+    ("foundation", ["berg", "berg.errors", "berg.validation", "berg._optional", "berg._io", "berg._yaml", "berg.config",
                     "berg.card_registries", "berg.card_schema", "berg.cards", "berg.registry", "berg.model_cards"]),
     ("storage", ["berg.storage", "berg.storage.formats", "berg.storage.safe_pickle", "berg.storage.native",
                  "berg.storage.legacy_metadata", "berg.storage.legacy", "berg.storage.berg_surface",
@@ -37,7 +37,7 @@ LAYERS = [
 ]
 
 # Modules that run no model: importing one alone must not load torch.
-TORCH_FREE = ["berg", "berg.errors", "berg.validation", "berg._optional", "berg._io", "berg.config",
+TORCH_FREE = ["berg", "berg.errors", "berg.validation", "berg._optional", "berg._io", "berg._yaml", "berg.config",
               "berg.card_registries", "berg.card_schema", "berg.cards", "berg.registry", "berg.model_cards",
               "berg.storage", "berg.storage.formats", "berg.storage.safe_pickle", "berg.storage.native",
               "berg.storage.legacy_metadata", "berg.storage.legacy", "berg.storage.berg_surface",
@@ -46,6 +46,7 @@ TORCH_FREE = ["berg", "berg.errors", "berg.validation", "berg._optional", "berg.
               "berg.metadata",
               "berg.writers", "berg.writers.*", "berg.sinks", "berg.hrf", "berg.movie", "berg.fetch", "berg.api", "berg.analysis",
               "berg.batch", "berg.batch.job", "berg.batch.units", "berg.batch.records", "berg.batch.runner",
+              "berg.batch.derivatives",
               "berg.cli.*"]
 # Modules that run a model (or train one) and may load torch when imported.
 RUNS_A_MODEL = ["berg.stimuli", "berg.backbones", "berg.readout", "berg.encoder",
@@ -133,3 +134,24 @@ def test_module_that_runs_no_model_does_not_import_torch(module):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "", f"importing {module} alone loads {done.stdout.strip()}"
+
+
+def test_every_package_is_installed():
+    """pyproject lists the packages (the cards' folder is mapped into berg.model_cards): none may be left out."""
+    import tomllib
+
+    config = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    on_disk = {_module_name(p) for p in PACKAGE.rglob("__init__.py")} | {"berg.model_cards"}
+    assert set(config["packages"]) == on_disk
+    assert (PACKAGE.parent / config["package-dir"]["berg.model_cards"] / "__init__.py").is_file()
+
+
+def test_no_module_names_a_model():
+    """A model is a card and data: no module of berg names a packaged model's id."""
+    import yaml
+
+    ids = [yaml.safe_load(p.read_text())["model_id"] for p in (PACKAGE.parent / "model_cards").glob("*.yaml")]
+    assert len(ids) >= 3
+    named = sorted((str(path.relative_to(PACKAGE.parent)), model_id) for path in PACKAGE.rglob("*.py")
+                   for model_id in ids if model_id in path.read_text())
+    assert not named, named

@@ -185,3 +185,15 @@ def test_group_smoothing_is_named_sigma_mm(tiny_model, berg_dir):
                                 berg_dir=berg_dir)
     with pytest.raises(TypeError, match="sigma"):
         berg.get_encoding_model("test-resnet18", subject=1, sigma=2.0, berg_dir=berg_dir)
+
+
+def test_group_metadata_without_a_model_is_the_group_models(img2fmri_model_dir, monkeypatch):
+    monkeypatch.setenv("BERG_OFFLINE", "1")  # the subjects' files are there: nothing to fetch
+    berg_dir = img2fmri_model_dir.parents[3]
+    meta = berg.get_model_metadata("fmri-bold5000-resnet18", subject="group", berg_dir=berg_dir)
+    model = berg.get_encoding_model("fmri-bold5000-resnet18", subject="group", device="cpu", backbone_weights=None,
+                                    berg_dir=berg_dir)
+    assert meta["n_voxels"] == model.n_outputs == 9641 and meta["backbone"] is None
+    np.testing.assert_array_equal(meta["voxel_ijk"], model.metadata["voxel_ijk"])
+    assert meta["space"] == {"kind": "volume", "template": "MNI152NLin6Asym"} and meta["fill_value"] == 0.0
+    assert set(meta["roi_columns"]) == set(model.metadata["roi_columns"]) and meta["volume_shape"] == (91, 109, 91)

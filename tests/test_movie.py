@@ -126,6 +126,8 @@ def test_killed_run_resumes_to_the_same_output_and_never_leaves_partial_final_fi
     np.testing.assert_array_equal(a["sample_times"], np.arange(240) / 4.0)
     np.testing.assert_array_equal(a["baselines_tr"]["luminance"], b["baselines_tr"]["luminance"])
     assert sorted(p.name for p in killed.iterdir()) == ["pred.h5", "pred.json", "pred.nii.gz", "pred.tsv"]
+    shared = json.loads((killed / "pred.json").read_text())  # the image's and the table's sidecar, merged
+    assert shared["Columns"][0] == "onset" and shared["SkullStripped"] is True and shared["RepetitionTime"] == 2.0
     assert (killed / "pred.tsv").read_text() == (tmp_path / "whole" / "pred.tsv").read_text()
 
 
@@ -150,14 +152,18 @@ def test_nifti_tsv_and_h5_outputs(tmp_path, flashes):
     np.testing.assert_allclose(table["rgb"], result.bold.mean(axis=1), rtol=1e-6, atol=1e-9)
     sidecar = json.loads((out / "pred.json").read_text())
     assert sidecar["RepetitionTime"] == 1.5 and sidecar["HRF"] == "glover" and sidecar["NumberOfScans"] == 37
-    assert sidecar["model_id"] == "fake-rgb" and sidecar["subject"] == 1 and "berg_version" in sidecar
+    assert sidecar["EncodingModel"] == "fake-rgb" and sidecar["EncodingModelSubject"] == 1 and "berg_version" in sidecar
+    assert not {"subject", "model_id"} & set(sidecar)  # pybids would read "subject" as the entity
     assert set(sidecar["Columns"]) <= set(sidecar)
 
     stored = read_h5(out / "all.hdf5")
     np.testing.assert_array_equal(stored["bold"], result.bold)
     assert stored["samples"].shape == (120, 3) and stored["metadata"]["hrf"] == "glover"
     assert result.samples is None and sorted(p.name for p in out.iterdir()) == [
-        "all.hdf5", "bold.nii", "group.nii.gz", "pred.json", "pred.tsv"]
+        "all.hdf5", "bold.json", "bold.nii", "group.json", "group.nii.gz", "pred.json", "pred.tsv"]
+    image_sidecar = json.loads((out / "bold.json").read_text())  # BIDS' keys for a bold derivative
+    assert image_sidecar["RepetitionTime"] == 1.5 and image_sidecar["SkullStripped"] is True
+    assert image_sidecar["Sources"] == [Path(flashes).resolve().as_uri()] and "Columns" not in image_sidecar
 
 
 def test_bids_continuous_predictors_have_no_header_and_a_timed_sidecar(tmp_path, flashes):
@@ -200,7 +206,7 @@ def test_group_volumes_are_zero_outside_the_model(tmp_path, flashes):
                            output=tmp_path / "group.nii.gz")
     data = nib.load(tmp_path / "group.nii.gz").get_fdata()
     assert np.count_nonzero(data[1, 1, 1]) == 0 and np.isfinite(data).all()
-    assert result.outputs == [tmp_path / "group.nii.gz"]
+    assert result.outputs == [tmp_path / "group.nii.gz", tmp_path / "group.json"]
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -269,3 +269,30 @@ def test_the_packaged_card_at_full_width(tmp_path, images):
     assert _relative_error(lh, expected[0][:, rois["lh_fsaverage_rois"]["V1v"]]) <= 1e-5
     assert _relative_error(rh, expected[1][:, rois["rh_fsaverage_rois"]["V1v"]]) <= 1e-5
     assert json.loads(json.dumps(meta.to_json()))["layout"]["n_vertices"] == N
+
+
+def test_a_batch_job_writes_hemisphere_series_and_resumes(tree, tmp_path):
+    from PIL import Image
+
+    import berg.batch
+    from _support import ramp_video
+
+    berg_dir, _ = tree
+    (tmp_path / "photos").mkdir()
+    for i in range(2):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(
+            tmp_path / "photos" / f"p{i}.png")
+    ramp_video(tmp_path / "clip.mp4", 20, 10.0, size=(32, 48))
+    common = {"model": TEST_ID, "subjects": [1], "device": "cpu", "backbone_weights": "untrained",
+              "selection": {"roi": "V1v"}}
+    job = {"output": str(tmp_path / "out"), "berg_dir": str(berg_dir),
+           "rows": [{"stimuli": str(tmp_path / "clip.mp4"), "tr": 1.0, **common},
+                    {"stimuli": str(tmp_path / "photos"), **common}]}
+    result = berg.batch.run(job, show_progress=False)
+    assert result.ok and (result.n_units, result.n_done) == (2, 2)
+    func = tmp_path / "out" / "sub-01" / "func"
+    for hemi in "LR":
+        image = nib.load(func / f"sub-01_task-clip_hemi-{hemi}_space-fsaverage_desc-testnsdvitV1v_bold.func.gii")
+        assert len(image.darrays) == 2 and image.darrays[0].data.shape == (N,)
+    again = berg.batch.run(job, show_progress=False)
+    assert (again.n_skipped, again.n_done) == (2, 0)

@@ -150,7 +150,7 @@ def _code_words(tree: ast.AST) -> list[tuple[int, str]]:
 
 
 def test_shared_modules_name_no_model():
-    ids = [yaml.safe_load(p.read_text())["model_id"] for p in (REPO / "berg" / "model_cards").glob("*.yaml")]
+    ids = [yaml.safe_load(p.read_text())["model_id"] for p in (REPO / "model_cards").glob("*.yaml")]
     assert len(ids) >= 2
     pattern = re.compile("|".join(map(re.escape, ids)) + "|" + MODEL_WORDS.pattern, re.I)
     shared = [p for p in sorted((REPO / "berg").rglob("*.py"))

@@ -81,7 +81,7 @@ def run_unit(model, unit: Unit, root: Path, stimulus=None) -> dict:
         predict_movie(model, unit.source["path"], tr=o["tr"], n_scans=o["n_scans"],
                       slice_time_ref=o["slice_time_ref"], hrf=None if o["hrf"] == "none" else o["hrf"],
                       sample_rate_hz=o["sample_rate_hz"] or None, clip_s=o["clip_s"], stride_s=o["stride_s"],
-                      batch_size=o["batch_size"], output=[out["nifti"], out["hdf5"], out["predictors"]],
+                      batch_size=o["batch_size"], output=[out["image"], out["hdf5"], out["predictors"]],
                       show_progress=False)
     else:
         stimulus = read_stimulus(unit) if stimulus is None else stimulus

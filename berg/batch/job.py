@@ -7,12 +7,12 @@ YAML::
     ray: {actors: 2, num_gpus: 1}       # optional Ray engine settings (RAY_FIELDS; decode_tasks 0: 2 per actor)
     rows:
       - stimuli: films/*.mp4            # files, folders, glob patterns, or an .npy / .h5 array file
-        model: fmri-bmd-s3d
+        model: MODEL_ID                 # a model id of `berg list` (here a video model)
         subjects: [1, 2]                # "all", "group", a number or a list
-        selection: {roi: [lFFA, rFFA]}
+        selection: {roi: [ROI_A, ROI_B]}
         tr: 1.5
       - stimuli: photos/
-        model: fmri-bold5000-resnet18
+        model: OTHER_MODEL_ID           # an image model
         subjects: all
 
 Movie fields (films only): ``tr`` (required), ``n_scans``, ``hrf`` (spm, glover, none), ``slice_time_ref``,
@@ -32,7 +32,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import yaml
+from .._yaml import MAX_YAML_BYTES, UnsafeYamlError, parse_yaml, read_yaml
 
 from .. import validation
 from ..config import PRECISIONS
@@ -103,9 +103,9 @@ def load_job(job: str | os.PathLike | dict | Job) -> Job:
     name = path.name.lower()
     if name.endswith((".yaml", ".yml")):
         try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise fail(path.name, None, None, f"is not valid YAML: {exc}") from exc
+            data = read_yaml(path)
+        except UnsafeYamlError as exc:
+            raise fail(path.name, None, None, str(exc)) from exc
         return _from_dict(data, path.name, path.parent.resolve())
     if name.endswith(".tsv"):
         return _from_dict(_tsv_dict(path), path.name, path.parent.resolve())
@@ -113,6 +113,8 @@ def load_job(job: str | os.PathLike | dict | Job) -> Job:
 
 
 def _tsv_dict(path: Path) -> dict:
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise fail(path.name, None, None, f"is larger than {MAX_YAML_BYTES} bytes, the most berg reads")
     with open(path, newline="") as handle:
         table = list(csv.DictReader(handle, delimiter="\t"))
     if not table:
@@ -128,10 +130,13 @@ def _tsv_dict(path: Path) -> dict:
                 if data.setdefault(key, value) != value:
                     raise fail(path.name, i, key, f"is {value!r} but an earlier row gives {data[key]!r}; "
                                                   "it must hold one value on every row")
-        parsed = {k: v if k in ("stimuli", "task", "desc") else yaml.safe_load(v) for k, v in row.items()}
-        for key in _TSV_LISTS:
-            if key in row and "," in row[key]:
-                parsed[key] = [yaml.safe_load(v.strip()) for v in row[key].split(",")]
+        try:
+            parsed = {k: v if k in ("stimuli", "task", "desc") else parse_yaml(v) for k, v in row.items()}
+            for key in _TSV_LISTS:
+                if key in row and "," in row[key]:
+                    parsed[key] = [parse_yaml(v.strip()) for v in row[key].split(",")]
+        except UnsafeYamlError as exc:
+            raise fail(path.name, i, None, f"a cell {exc}") from exc
         data["rows"].append(parsed)
     return data
 

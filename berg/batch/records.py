@@ -1,8 +1,8 @@
-"""What a run leaves beside its outputs: completion records, the failures table, ``dataset_description.json``.
+"""What a run leaves beside its outputs: completion records and the failures table (the dataset files are
+:mod:`berg.batch.derivatives`).
 
 Layout under the output root::
 
-    dataset_description.json          BIDS derivatives description (GeneratedBy: berg)
     logs/units/<uid>.json             one completion record per finished unit
     logs/failures.tsv                 unit, row, stimulus, error type, message (this run's failures)
 
@@ -23,7 +23,6 @@ from .._io import atomic_path, sha256_file, write_json
 from ..config import berg_version
 from .units import Unit
 
-BIDS_VERSION = "1.9.0"
 FAILURE_COLUMNS = ("unit", "row", "stimulus", "error_type", "message")
 
 
@@ -46,7 +45,7 @@ def is_done(root: Path, unit: Unit) -> bool:
 
 def write_record(root: Path, unit: Unit, seconds: float) -> dict:
     """Hash the unit's outputs and write its completion record (atomically); return the record."""
-    record = {"params": unit.params(), "outputs": {rel: sha256_file(Path(root) / rel) for rel in unit.outputs.values()},
+    record = {"params": unit.params(), "outputs": {rel: sha256_file(Path(root) / rel) for rel in unit.files()},
               "seconds": round(seconds, 3), "host": socket.gethostname(), "pid": os.getpid(),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "berg_version": berg_version()}
     write_json(record_path(root, unit), record)
@@ -67,14 +66,4 @@ def write_failures(root: Path, rows: list[dict]) -> Path:
         lines = ["\t".join(FAILURE_COLUMNS)]
         lines += ["\t".join(str(r[c]).replace("\t", " ") for c in FAILURE_COLUMNS) for r in rows]
         tmp.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def write_description(root: Path) -> Path:
-    """Write the output root's ``dataset_description.json`` (BIDS derivatives)."""
-    path = Path(root) / "dataset_description.json"
-    write_json(path, {"Name": "berg in-silico fMRI predictions", "BIDSVersion": BIDS_VERSION,
-                      "DatasetType": "derivative",
-                      "GeneratedBy": [{"Name": "berg", "Version": berg_version(),
-                                       "Description": "DNN brain-encoding models: predicted fMRI responses"}]})
     return path

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..errors import InvalidArgumentError
 from .job import Job, load_job, ray_settings
-from .records import is_done, write_description, write_failures
+from .derivatives import write_dataset_files
+from .records import is_done, write_failures
 from .units import plan
 
 ENGINES = ("local", "ray")
@@ -42,7 +43,8 @@ class BatchResult:
 
 
 def run(job: str | os.PathLike | dict | Job, engine: str = "local", address: str | None = None, *,
-        actors: int | None = None, num_gpus: float | None = None, show_progress: bool = True) -> BatchResult:
+        actors: int | None = None, num_gpus: float | None = None, show_progress: bool = True,
+        command: str | None = None) -> BatchResult:
     """Run a batch job: every stimulus x model x subject of ``job``, resumable.
 
     Parameters
@@ -59,6 +61,8 @@ def run(job: str | os.PathLike | dict | Job, engine: str = "local", address: str
         Ray engine: encoder actors and GPUs per actor, overriding the job's ``ray`` settings.
     show_progress : bool
         One progress bar over units.
+    command : str, optional
+        What ran the job, for ``GeneratedBy`` in ``dataset_description.json`` (default: this call).
 
     Returns
     -------
@@ -81,7 +85,8 @@ def run(job: str | os.PathLike | dict | Job, engine: str = "local", address: str
     units = plan(job)
     root = job.output
     root.mkdir(parents=True, exist_ok=True)
-    write_description(root)
+    command = command or f"berg.batch.run({job.source!r}, engine={engine!r})"
+    write_dataset_files(root, units, job.berg_dir, command)
     todo = [u for u in units if not is_done(root, u)]
     if engine == "ray":
         from .ray_engine import run_ray

@@ -1,10 +1,23 @@
 """Units of work: one film x model x subject, or one shard of images x model x subject, with their output names.
 
-Output names follow BIDS derivatives (``sub-<label>/func/sub-<label>_task-<label>[_chunk-<index>]_space-<label>
-_desc-<label>_<suffix>``): the task label comes from the film's file name or the image set's name (``task``), the
-desc label from the model id and ROI names (or ``desc``), the space is ``individual`` (the subject's own voxel
-grid) or ``MNI152`` (``subject: group``). Labels keep only letters and digits. Two units that would write the same
-name are refused when the job is planned, before any work.
+Output names are BIDS derivatives, built by :func:`berg.writers.bids.bids_name` (entities in the specification's
+order) under ``sub-<label>/func/``:
+
+=====================  ==============================================================================
+output                 name
+=====================  ==============================================================================
+film, volume model     ``sub-<s>_task-<t>_space-<space>_desc-<d>_bold.nii.gz`` + ``_bold.json``
+film, surface model    ``sub-<s>_task-<t>_hemi-L_space-<space>_desc-<d>_bold.func.gii`` (and ``hemi-R``) +
+                       ``sub-<s>_task-<t>_space-<space>_desc-<d>_bold.json``
+film, every model      ``sub-<s>_task-<t>_space-<space>_desc-<d>_bold.h5`` (berg's HDF5; in ``.bidsignore``)
+film predictors        ``sub-<s>_task-<t>_recording-<d>_stim.tsv.gz`` + ``_stim.json`` (BIDS continuous data)
+image shard            ``sub-<s>_task-<t>_space-<space>_chunk-<i>_desc-<d>_responses.h5`` (in ``.bidsignore``)
+=====================  ==============================================================================
+
+The task label comes from the film's file name or the image set's name (``task``); ``<d>`` from the model id and
+ROI names (or ``desc``); the space is the card's template (``individual`` for a subject's own grid; the group's
+template for ``subject: group``). Labels keep only letters and digits. Two units that would write the same name
+are refused when the job is planned, before any work.
 """
 
 from __future__ import annotations
@@ -12,7 +25,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,6 +32,8 @@ import h5py
 import numpy as np
 
 from ..registry import get_card
+from ..writers.bids import bids_name, label
+from ..writers.sidecars import INDIVIDUAL
 from .job import Job, Row, fail
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -57,6 +71,14 @@ class Unit:
     options: dict
     outputs: dict
 
+    def files(self) -> list[str]:
+        """Every file the unit's outputs make, relative to the output root (a surface image is two files)."""
+        from ..writers import writer_for
+
+        role = "series" if self.kind == "film" else "responses"
+        return list(dict.fromkeys(Path(p).as_posix() for rel in self.outputs.values()
+                                  for p in writer_for(rel, role).files(rel, {}, role)))
+
     def model_key(self) -> str:
         """Units with the same key share one loaded model."""
         return json.dumps(self.model, sort_keys=True)
@@ -85,11 +107,6 @@ class Unit:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def label(text: str) -> str:
-    """A BIDS label: the letters and digits of ``text``."""
-    return re.sub(r"[^A-Za-z0-9]", "", text)
 
 
 def plan(job: Job) -> list[Unit]:
@@ -155,6 +172,10 @@ def _row_units(job: Job, row: Row) -> list[Unit]:
                    f"({', '.join(IMAGE_SUFFIXES)}), videos ({', '.join(VIDEO_SUFFIXES)}), arrays (.npy, .h5)")
     if by_kind["film"] and opts["tr"] is None:
         raise fail(job.source, row.index, "tr", "films need the repetition time tr (s); got none")
+    image_suffix = card.space.space.image_suffix
+    if by_kind["film"] and image_suffix is None:
+        raise fail(job.source, row.index, "stimuli", f"{str(by_kind['film'][0])!r} is a film, but {row.model!r} "
+                   f"predicts {card.space.kind} outputs, which have no scanner time series; give images")
     if by_kind["image"] and card.stimulus_kind == "video":
         raise fail(job.source, row.index, "stimuli", f"{str(by_kind['image'][0])!r} is an image, but {row.model!r} "
                    "is a video model; give films or an array of clips")
@@ -173,30 +194,32 @@ def _row_units(job: Job, row: Row) -> list[Unit]:
     units = []
     for subject in row.subjects:
         model = {**model_base, "subject": subject}
-        sub = "sub-group" if subject == "group" else f"sub-{int(subject):02d}"
-        space = "MNI152" if subject == "group" else "individual"
+        sub = "group" if subject == "group" else f"{int(subject):02d}"
+        space = label((card.group.template if subject == "group" else card.space.template) or INDIVIDUAL)
         for task, path in films:
-            stem = f"{sub}_task-{_checked_label(job, row, task)}"
-            outputs = {"nifti": f"{stem}_space-{space}_desc-{desc}_bold.nii.gz",
-                       "hdf5": f"{stem}_space-{space}_desc-{desc}_bold.h5",
-                       "predictors": f"{stem}_desc-{desc}_stim.tsv.gz", "sidecar": f"{stem}_desc-{desc}_stim.json"}
-            units.append(Unit(uid=f"{stem}_desc-{desc}", kind="film", row=row.index, model=model,
-                              source={"path": str(path)}, options={k: opts[k] for k in MOVIE_OPTIONS},
-                              outputs={k: f"{sub}/func/{v}" for k, v in outputs.items()}))
+            names = {"sub": sub, "task": _checked_label(job, row, task)}
+            image = {**names, "space": space, "desc": desc}
+            outputs = {"image": bids_name(image, "bold", image_suffix), "hdf5": bids_name(image, "bold", ".h5"),
+                       "predictors": bids_name({**names, "recording": desc}, "stim", ".tsv.gz")}
+            units.append(Unit(uid=bids_name({**names, "desc": desc}), kind="film",
+                              row=row.index, model=model, source={"path": str(path)},
+                              options={k: opts[k] for k in MOVIE_OPTIONS},
+                              outputs={k: f"sub-{sub}/func/{v}" for k, v in outputs.items()}))
         for task, source, n in sets:
-            stem = f"{sub}_task-{_checked_label(job, row, task)}"
+            names = {"sub": sub, "task": _checked_label(job, row, task)}
             size = int(opts["shard_size"])
             width = max(3, len(str((n - 1) // size)))
             for i, start in enumerate(range(0, n, size)):
-                chunk = f"chunk-{i:0{width}d}"
+                chunk = f"{i:0{width}d}"
                 if "files" in source:
                     src = {"files": source["files"][start:start + size]}
                 else:
                     src = {**source, "start": start, "stop": min(start + size, n)}
-                units.append(Unit(uid=f"{stem}_{chunk}_desc-{desc}", kind="images", row=row.index, model=model,
-                                  source=src, options={"batch_size": opts["batch_size"]},
-                                  outputs={"responses": f"{sub}/func/{stem}_{chunk}_space-{space}_desc-{desc}"
-                                                        "_responses.h5"}))
+                shard = {**names, "chunk": chunk, "desc": desc}
+                units.append(Unit(uid=bids_name(shard), kind="images", row=row.index,
+                                  model=model, source=src, options={"batch_size": opts["batch_size"]},
+                                  outputs={"responses": f"sub-{sub}/func/"
+                                                        + bids_name({**shard, "space": space}, "responses", ".h5")}))
     return units
 
 

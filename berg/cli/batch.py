@@ -10,7 +10,7 @@ def _batch(args: argparse.Namespace) -> int:
     from ..batch.runner import run
 
     result = run(args.job, engine=args.engine, address=args.address, actors=args.actors, num_gpus=args.num_gpus,
-                 show_progress=not args.quiet)
+                 show_progress=not args.quiet, command=args.command_line)
     print(f"{result.n_units} units: {result.n_skipped} already done, {result.n_done} done now, "
           f"{len(result.failures)} failed; outputs in {result.output}", file=sys.stderr)
     for row in result.failures:

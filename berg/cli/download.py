@@ -20,10 +20,16 @@ def _download(args: argparse.Namespace) -> int:
 
 def _import_img2fmri(args: argparse.Namespace) -> int:
     from ..config import default_berg_dir
-    from ..storage.img2fmri import import_img2fmri
+    from ..errors import InvalidArgumentError
+    from ..registry import get_card
+    from ..storage.img2fmri import FORMAT, img2fmri_card, import_img2fmri
 
     berg_dir = args.berg_dir if args.berg_dir is not None else default_berg_dir()
-    print(import_img2fmri(berg_dir, wheel=args.wheel, force=args.force))
+    card = img2fmri_card(berg_dir) if args.model is None else get_card(args.model, berg_dir)
+    if card.format != FORMAT:
+        raise InvalidArgumentError(f"--model {card.model_id!r} is not valid: its format is {card.format!r}, "
+                                   f"expected a card of format {FORMAT!r}")
+    print(import_img2fmri(berg_dir, wheel=args.wheel, force=args.force, card=card))
     return 0
 
 
@@ -38,10 +44,11 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     p.set_defaults(run=_download)
 
     p = subparsers.add_parser("import-img2fmri", parents=[common],
-                              help="import the img2fmri 1.0 models (fmri-bold5000-resnet18)",
-                              description="Write the fmri-bold5000-resnet18 model from the img2fmri 1.0 wheel "
+                              help="import the img2fmri 1.0 models (the zoo's card of format img2fmri-wheel)",
+                              description="Write the model of the zoo's img2fmri-wheel card from the img2fmri 1.0 wheel "
                                           "(verified by sha256) into the berg folder.")
     p.add_argument("--wheel", type=Path, default=None, help="path of the img2fmri 1.0 wheel (default: cache or pip)")
+    p.add_argument("--model", default=None, help="the card to write (default: the zoo's card of format img2fmri-wheel)")
     add_berg_dir(p)
     p.add_argument("--force", action="store_true", help="rebuild even if a complete import exists")
     p.set_defaults(run=_import_img2fmri)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import shlex
 import sys
 from collections.abc import Iterator, Sequence
 
@@ -72,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``berg`` command; returns the exit code (0 done, 1 error, 2 usage)."""
     try:
         args = build_parser().parse_args(argv)
+        args.command_line = shlex.join(["berg", *(sys.argv[1:] if argv is None else argv)])
     except SystemExit as exc:  # --help, --version (0) and usage errors (2)
         return exc.code if isinstance(exc.code, int) else 0
     with _logging_to_stderr(log_level(args.verbose, args.quiet)):

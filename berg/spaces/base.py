@@ -66,12 +66,16 @@ class OutputSpace:
         The per-column arrays of the space, as stored with the model and given in ``metadata["coordinates"]``.
     fill_value : float
         What writers put where no output column is (NaN: unknown).
+    image_suffix : str or None
+        The file suffix of a film's per-scan images in batch jobs (``.nii.gz``, ``.func.gii``).
     """
 
     kind: ClassVar[str] = ""
     mask_keys: ClassVar[tuple[str, ...]] = ()
     coordinate_names: ClassVar[tuple[str, ...]] = ()
     fill_value: ClassVar[float] = float("nan")
+    #: the suffix of the images a film's series is written as (None: the space has no images, films are refused)
+    image_suffix: ClassVar[str | None] = None
 
     def __init__(self, spec: Any):
         self.spec = spec
@@ -100,6 +104,11 @@ class OutputSpace:
             if values.shape[0] != meta.n_outputs:
                 raise ModelFormatError(f"{where}: {name!r} has {values.shape[0]} rows; the model has "
                                        f"{meta.n_outputs} outputs")
+
+    def whole_layout(self, card: Any, subject: int, rng: np.random.Generator
+                     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Coordinates and metadata fields of a subject covering what the card implies (for synthetic models)."""
+        raise NotImplementedError
 
     def mask_outputs(self, selection: Mapping, meta: Any) -> np.ndarray:
         """Whole-brain output indices (n,) int64, in output order, that the mask keys of ``selection`` choose."""

@@ -81,6 +81,12 @@ class SensorSpace(OutputSpace):
         if selection.get("timepoints") is not None:
             binary_mask("timepoints", selection["timepoints"], self.times.size, "the model's time points")
 
+    def whole_layout(self, card: Any, subject: int, rng: np.random.Generator) -> tuple[dict, dict]:
+        """Every sample: repetition-major, then channel, then time."""
+        shape = (self.repetitions, len(self.channels), self.times.size)
+        grid = np.unravel_index(np.arange(int(np.prod(shape))), shape)
+        return {name: index.astype(np.int16) for name, index in zip(self.coordinate_names, grid)}, {}
+
     def mask_outputs(self, selection: Mapping, meta: Any) -> np.ndarray:
         shape = (self.repetitions, len(self.channels), self.times.size)
         lookup = output_lookup(meta.arrays, self.coordinate_names, shape)

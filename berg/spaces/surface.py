@@ -41,6 +41,7 @@ class SurfaceSpace(OutputSpace):
     kind = "surface"
     mask_keys = ("lh_vertices", "rh_vertices")
     coordinate_names = ("hemisphere", "vertex")
+    image_suffix = ".func.gii"
 
     @property
     def n_vertices(self) -> int:
@@ -68,6 +69,12 @@ class SurfaceSpace(OutputSpace):
             raise ModelFormatError(f"{where}: 'hemisphere' must hold 0 (left) or 1 (right)")
         if vertex.size and (vertex.min() < 0 or vertex.max() >= self.n_vertices):
             raise ModelFormatError(f"{where}: 'vertex' must lie in 0..{self.n_vertices - 1}, the card's mesh")
+
+    def whole_layout(self, card: Any, subject: int, rng: np.random.Generator) -> tuple[dict, dict]:
+        """Every vertex of both hemispheres, left first."""
+        n = self.n_vertices
+        return {"hemisphere": np.repeat(np.arange(2, dtype=np.int8), n),
+                "vertex": np.tile(np.arange(n, dtype=np.int32), 2)}, {}
 
     def mask_outputs(self, selection: Mapping, meta: Any) -> np.ndarray:
         lookup = output_lookup(meta.arrays, self.coordinate_names, (2, self.n_vertices))

@@ -160,6 +160,7 @@ class VolumeSpace(OutputSpace):
     kind = "volume"
     mask_keys = ("voxels",)
     coordinate_names = ("voxel_ijk",)
+    image_suffix = ".nii.gz"
 
     def n_outputs(self, card: Any, subject: int | str) -> int | None:
         return card.n_voxels.get(subject) if subject != "group" else None
@@ -182,6 +183,12 @@ class VolumeSpace(OutputSpace):
         affine = meta.info.get("affine")
         if affine is not None and np.asarray(affine, dtype=float).shape != (4, 4):
             raise ModelFormatError(f"{where}: 'affine' has shape {np.asarray(affine).shape}, expected (4, 4)")
+
+    def whole_layout(self, card: Any, subject: int, rng: np.random.Generator) -> tuple[dict, dict]:
+        """The card's voxel count of random voxels of its volume, in C order."""
+        shape = self.spec.volume_shape
+        flat = np.sort(rng.choice(int(np.prod(shape)), size=card.n_voxels[subject], replace=False))
+        return {"voxel_ijk": np.stack(np.unravel_index(flat, shape), 1).astype(np.int32)}, {"volume_shape": list(shape)}
 
     def mask_outputs(self, selection: Mapping, meta: Any) -> np.ndarray:
         return binary_mask("voxels", selection["voxels"], meta.n_outputs, "this subject's voxel count")

@@ -7,7 +7,7 @@ refused with :class:`~berg.errors.UnsafePickleError` before anything is called. 
 The unpickler is :mod:`berg.storage.safe_pickle`: numpy arrays (a pickled ``numpy.memmap`` comes back as a plain
 array), plain containers, and inert records of the nibabel images and headers BERG's metadata holds.
 
-:func:`convert_bmd_legacy` turns a scaler -> truncated SVD -> linear regression model (fmri-bmd-s3d) into
+:func:`convert_bmd_legacy` turns a scaler -> truncated SVD -> linear regression model (BERG's BOLD Moments layout) into
 berg's native files (see :mod:`berg.storage.native`) beside the originals.
 """
 
@@ -244,8 +244,8 @@ def convert_bmd_legacy(model_dir: str | Path, card: Any, subject: int) -> None:
 
 
 class BergSvdFormat(NativeFormat):
-    """BERG's files of a scaler -> truncated SVD -> linear model with one shared ``pca_weights.npy`` (fmri-bmd-s3d's
-    layout), fetched as they are and converted to native files on first use (:func:`convert_bmd_legacy`)."""
+    """BERG's files of a scaler -> truncated SVD -> linear model with one shared ``pca_weights.npy`` (the layout
+    of its BOLD Moments model), fetched as they are and converted to native files on first use (:func:`convert_bmd_legacy`)."""
 
     name = "berg-legacy"
 

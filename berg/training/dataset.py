@@ -4,7 +4,7 @@ A spec, with paths relative to the spec's folder::
 
     name: mydata                       # train_dataset name of the trained model
     model_id: fmri-mydata-resnet18     # optional; default {modality}-{name}-{architecture}
-    template: fmri-bold5000-resnet18   # card (model id or YAML path) whose stimulus/backbone/preprocessing is reused
+    template: MODEL_ID                 # card (model id or YAML path) whose stimulus/backbone/preprocessing is reused
     return_nodes: [avgpool]            # optional subset of the template's return nodes
     subject: 1
     stimuli: {kind: array, path: stimuli.npy, ids: [a, b, ...]}   # or ids: ids.txt (one per line)
@@ -34,9 +34,9 @@ from typing import Any
 import h5py
 import nibabel as nib
 import numpy as np
-import yaml
 
 from .. import validation
+from .._yaml import UnsafeYamlError, read_yaml
 from ..errors import DatasetError, MissingFilesError, close_matches
 
 NAN_POLICIES = ("raise", "drop", "zero")
@@ -104,9 +104,9 @@ def load_spec(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise MissingFilesError(f"dataset spec {str(path)!r} does not exist")
     try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise DatasetError(f"dataset spec {path}: cannot be read as YAML: {exc}") from exc
+        spec = read_yaml(path)
+    except UnsafeYamlError as exc:
+        raise DatasetError(f"dataset spec {path}: {exc}") from exc
     if not isinstance(spec, dict):
         raise DatasetError(f"dataset spec {path}: expected a mapping of fields, got {type(spec).__name__}")
     for key in ("name", "template", "stimuli", "responses", "trials", "split"):

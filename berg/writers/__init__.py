@@ -16,6 +16,9 @@ suffix         roles        spaces                    writes
 ``.tsv[.gz]``  series       any                       ROI-mean predictors per scan, with a JSON sidecar
 =============  ===========  ========================  =====================================================
 
+A film's image and table outputs carry a JSON sidecar (:mod:`.sidecars`); outputs that share a stem share it,
+and :func:`berg.writers.sidecars.write_series_sidecars` writes each sidecar once with every writer's part.
+
 :func:`register_writer` adds a suffix (a class or a ``"module:attribute"`` string).
 """
 
@@ -88,3 +91,4 @@ def _writer(suffix: str) -> Any:
         module, attribute = entry.split(":")
         entry = getattr(importlib.import_module(module), attribute)
     return entry() if isinstance(entry, type) else entry
+

@@ -9,6 +9,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .sidecars import sidecar_path
+
 #: ``fill(target)`` computes the (n, n_outputs) responses into ``target`` (a numpy array, memmap or HDF5 dataset
 #: of that shape, written block by block) and returns it.
 Fill = Callable[[Any], np.ndarray]
@@ -25,15 +27,30 @@ class Writer:
         The space kinds it can place; None for any.
     stores_samples : bool
         A film's per-sample responses live in this file while the film runs (so that a run can resume).
+    bids : bool
+        BIDS defines these files (a batch job's ``.bidsignore`` lists the others).
+
+    A film's outputs that share a stem share one sidecar (``pred.nii.gz`` and ``pred.tsv``: ``pred.json``), so
+    :meth:`write_series` writes data files only and :meth:`series_sidecar` gives the sidecar's content;
+    :func:`berg.predict_movie` merges the contents per sidecar path and writes each once.
     """
 
     roles: ClassVar[tuple[str, ...]] = ()
     spaces: ClassVar[tuple[str, ...] | None] = None
     stores_samples: ClassVar[bool] = False
+    bids: ClassVar[bool] = False
 
-    def files(self, path: str | os.PathLike, metadata: Mapping) -> list[Path]:
-        """The files writing ``path`` makes (one, unless the space splits it, as surfaces do by hemisphere)."""
+    def data_files(self, path: str | os.PathLike, metadata: Mapping) -> list[Path]:
+        """The data files writing ``path`` makes (one, unless the space splits it, as surfaces do by hemisphere)."""
         return [Path(path)]
+
+    def files(self, path: str | os.PathLike, metadata: Mapping, role: str = "responses") -> list[Path]:
+        """Every file writing ``path`` in ``role`` makes: the data files, and for a series the JSON sidecar when
+        the writer describes one (:meth:`series_sidecar`)."""
+        data = self.data_files(path, metadata)
+        if role == "series" and type(self).series_sidecar is not Writer.series_sidecar:
+            return [*data, sidecar_path(path)]
+        return data
 
     def write_responses(self, path: str | os.PathLike, shape: tuple[int, int], metadata: Mapping, fill: Fill
                         ) -> list[Path]:
@@ -43,5 +60,10 @@ class Writer:
     def write_series(self, path: str | os.PathLike, bold: np.ndarray, per_scan: Mapping[str, np.ndarray],
                      meta: Mapping) -> list[Path]:
         """Write a film's (n_scans, n_outputs) series (``per_scan``: baselines per scan; ``meta``: the contract plus
-        the timing fields of :class:`berg.movie.MovieResult`); return the files written."""
+        the timing fields of :class:`berg.movie.MovieResult`); return the data files written."""
+        raise NotImplementedError
+
+    def series_sidecar(self, path: str | os.PathLike, bold: np.ndarray, per_scan: Mapping[str, np.ndarray],
+                       meta: Mapping) -> dict:
+        """The JSON sidecar's content for the series written to ``path`` (writers without one do not define it)."""
         raise NotImplementedError

@@ -4,7 +4,8 @@ Each file holds every vertex of its hemisphere's mesh (``layout["n_vertices"]``,
 model's columns at their vertices and NaN elsewhere, so that nibabel and nilearn read it against the mesh as it
 is. The hemisphere goes into the file name as the BIDS entity ``hemi-L`` / ``hemi-R`` (:func:`hemisphere_path`).
 A film's series records its TR in each file's metadata (``RepetitionTime``, s) and in the ``TimeStep`` of every
-data array (ms, the unit FreeSurfer and Connectome Workbench use).
+data array (ms, the unit FreeSurfer and Connectome Workbench use), and one JSON sidecar without ``hemi`` serves
+both files (:func:`berg.writers.sidecars.image_sidecar`).
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import numpy as np
 from .._io import atomic_path
 from ..spaces.surface import HEMISPHERES, SurfaceSpace
 from .base import Fill, Writer
+from .bids import ENTITY_ORDER
+from .sidecars import image_sidecar
 
 SUFFIX = ".func.gii"
 _BIDS_LABEL = {"lh": "L", "rh": "R"}
 _STRUCTURE = {"lh": "CortexLeft", "rh": "CortexRight"}
 #: BIDS entities that come after ``hemi`` in a file name
-_AFTER_HEMI = ("space", "split", "recording", "chunk", "seg", "res", "den", "label", "desc")
+_AFTER_HEMI = ENTITY_ORDER[ENTITY_ORDER.index("hemi") + 1:]
 
 
 def hemisphere_path(path: str | os.PathLike, hemisphere: str) -> Path:
@@ -67,8 +70,9 @@ class GiftiWriter(Writer):
 
     roles = ("responses", "series")
     spaces = ("surface",)
+    bids = False  # BIDS 1.11 defines surface data for PET only; the names follow fMRIPrep's ``_bold.func.gii``
 
-    def files(self, path: str | os.PathLike, metadata: Mapping) -> list[Path]:
+    def data_files(self, path: str | os.PathLike, metadata: Mapping) -> list[Path]:
         return [hemisphere_path(path, h) for h in HEMISPHERES]
 
     def write_responses(self, path: str | os.PathLike, shape: tuple[int, int], metadata: Mapping, fill: Fill
@@ -78,3 +82,7 @@ class GiftiWriter(Writer):
     def write_series(self, path: str | os.PathLike, bold: np.ndarray, per_scan: Mapping[str, np.ndarray],
                      meta: Mapping) -> list[Path]:
         return write_hemispheres(path, bold, meta, tr=float(meta["tr"]))
+
+    def series_sidecar(self, path: str | os.PathLike, bold: np.ndarray, per_scan: Mapping[str, np.ndarray],
+                       meta: Mapping) -> dict:
+        return image_sidecar(meta)

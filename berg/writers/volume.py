@@ -3,7 +3,7 @@
 Placement follows :class:`berg.spaces.volume.VolumePlacer` (a voxel holds the mean of the columns at it, and the
 metadata's ``fill_value`` where none is), the same rule as :func:`berg.to_nifti`: for the same responses every
 path writes the same volumes. One stimulus gives a 3D image, several a 4D one; a film's series is always 4D with
-the TR in ``pixdim[4]``. gzip headers carry no time stamp and no file name, so equal data give equal bytes.
+the TR in ``pixdim[4]`` and a JSON sidecar (:func:`berg.writers.sidecars.image_sidecar`). gzip headers carry no time stamp and no file name, so equal data give equal bytes.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from .._io import atomic_path
 from ..errors import InvalidArgumentError
 from ..spaces.volume import VolumePlacer, nifti_header
 from .base import Fill, Writer
+from .sidecars import image_sidecar
 
 
 def _volume_fields(metadata: Mapping, path: str | os.PathLike) -> tuple:
@@ -72,6 +73,7 @@ class NiftiWriter(Writer):
 
     roles = ("responses", "series")
     spaces = ("volume",)
+    bids = True
 
     def write_responses(self, path: str | os.PathLike, shape: tuple[int, int], metadata: Mapping, fill: Fill
                         ) -> list[Path]:
@@ -82,3 +84,7 @@ class NiftiWriter(Writer):
     def write_series(self, path: str | os.PathLike, bold: np.ndarray, per_scan: Mapping[str, np.ndarray],
                      meta: Mapping) -> list[Path]:
         return [write_volumes(path, np.asarray(bold), len(bold), meta, tr=float(meta["tr"]), always_4d=True)]
+
+    def series_sidecar(self, path: str | os.PathLike, bold: np.ndarray, per_scan: Mapping[str, np.ndarray],
+                       meta: Mapping) -> dict:
+        return image_sidecar(meta)
