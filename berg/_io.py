@@ -99,3 +99,18 @@ def write_json(target: str | os.PathLike, obj: object) -> None:
     """Write ``obj`` as indented JSON to ``target`` atomically."""
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n")
+
+
+def file_identity(path: str | os.PathLike, edge_bytes: int = 1 << 20) -> dict:
+    """What tells one version of a file from another cheaply: ``bytes``, ``mtime_ns`` and ``fingerprint``, the
+    sha256 of its size and of its first and last ``edge_bytes`` (a film replaced at the same path, even with the
+    same size and a restored mtime, almost always differs there)."""
+    path = Path(path)
+    stat = path.stat()
+    digest = hashlib.sha256(str(stat.st_size).encode())
+    with open(path, "rb") as handle:
+        digest.update(handle.read(edge_bytes))
+        if stat.st_size > edge_bytes:
+            handle.seek(max(edge_bytes, stat.st_size - edge_bytes))
+            digest.update(handle.read(edge_bytes))
+    return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "fingerprint": digest.hexdigest()}

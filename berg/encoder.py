@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -115,8 +116,8 @@ class EncodingModel(torch.nn.Module):
         stimuli = as_stimulus_set(batch, self.stimulus_kind, self.n_frames)
         return self._stage_loaded(stimuli.load(0, stimuli.n))
 
-    def predict_staged(self, staged: Iterable[Batch], *, readout_mb: float = DEFAULT_READOUT_MB
-                       ) -> Iterator[np.ndarray]:
+    def predict_staged(self, staged: Iterable[Batch], *, readout_mb: float = DEFAULT_READOUT_MB,
+                       flush_after_s: float | None = None) -> Iterator[np.ndarray]:
         """Responses for a stream of staged batches, the readout applied once per readout batch.
 
         Parameters
@@ -125,6 +126,9 @@ class EncodingModel(torch.nn.Module):
         readout_mb : float
             Memory bound of a readout batch in MiB (features, intermediate and responses of the stimuli it holds;
             see :func:`berg.readout.readout_capacity`). It lives on the model's device.
+        flush_after_s : float, optional
+            Also apply the readout once the oldest stimulus held has waited this long (s), so that a long stream
+            yields (and a film commits) its responses every so often; None: only when the batch is full.
 
         Yields
         ------
@@ -132,8 +136,16 @@ class EncodingModel(torch.nn.Module):
             For the next ``n`` stimuli of the stream, in order; blocks do not follow the staged batches' sizes.
         """
         buffer = FeatureBuffer(self.readout, readout_capacity(self.readout, readout_mb))
+        waiting_since = None
         for batch in staged:
             yield from self._answer(buffer, batch)
+            if buffer.n == 0:
+                waiting_since = None
+                continue
+            waiting_since = time.monotonic() if waiting_since is None else waiting_since
+            if flush_after_s is not None and time.monotonic() - waiting_since >= flush_after_s:
+                yield from self._answer(buffer, None)
+                waiting_since = None
         yield from self._answer(buffer, None)
 
     @torch.inference_mode()
@@ -284,6 +296,10 @@ def load_encoding_model(card: ModelCard, berg_dir: Path, subject, *, selection=N
     extractor.set_execution(channels_last=channels_last, compile=compile)
     backbone = {"architecture": card.backbone.architecture, **extractor.weights_identity,
                 "precision": precision, "channels_last": channels_last, "compiled": compile}
+    # which version of the model's files this is (a resumed film refuses samples made with other files)
+    files = [{"file": p.relative_to(model_dir).as_posix(), "bytes": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns}
+             for p in reader.needed_files(card, model_dir, subject)]
+    columns["provenance"] = {**(columns.get("provenance") or {}), "readout_files": files}
     metadata = ModelMetadata.build(**{**columns, "backbone": backbone}, card_space=card.space.as_dict()
                                    if subject != "group" else None)
     return EncodingModel(card, subject, extractor, readout.to(device), metadata, precision)

@@ -21,6 +21,7 @@ iterating over the contract or writing it to a file never includes it.
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypedDict
@@ -236,6 +237,20 @@ class ModelMetadata(Mapping):
                 out[key] = np.asarray(out[key]).tolist()
         out["roi_names"] = list(self.roi_columns)
         return out
+
+
+def columns_digest(metadata: Mapping[str, Any]) -> str:
+    """sha256 of what the output columns are: the model, subject, selection and every column's coordinates (for
+    a metadata dict without ``coordinates``, its ``voxel_ijk``). Two selections of the same size differ here."""
+    digest = hashlib.sha256()
+    for key in ("model_id", "subject", "selection"):
+        digest.update(f"{key}={metadata.get(key)!r};".encode())
+    coordinates = metadata.get("coordinates") or {"voxel_ijk": metadata.get("voxel_ijk")}
+    for name in sorted(coordinates):
+        values = np.ascontiguousarray(np.asarray(coordinates[name]))
+        digest.update(f"{name}:{values.dtype.str}:{values.shape};".encode())
+        digest.update(values.tobytes())
+    return digest.hexdigest()
 
 
 def column_fields(card: ModelCard, subject: int, meta: SubjectMetadata, sel: Selection) -> dict[str, Any]:

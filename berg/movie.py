@@ -22,6 +22,7 @@ Memory: per-sample responses stream to an HDF5 sink; the per-scan series are com
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -41,7 +42,9 @@ from tqdm import tqdm
 from . import baselines as _baselines
 from . import sinks
 from . import validation
+from ._io import file_identity
 from .errors import InvalidArgumentError
+from .metadata import columns_digest
 from .hrf import hrf_kernel
 from .video import clip_plan, iter_clips, iter_frames, probe
 from .writers import writer_for
@@ -61,7 +64,8 @@ class MovieModel(Protocol):
     """What :func:`predict_movie` needs from a model; :class:`~berg.encoder.EncodingModel` has it all.
 
     ``stage`` runs in the decoding thread on uint8 frames (B, H, W, 3) or clips (B, T, H, W, 3); ``predict_staged``
-    answers the staged batches in order with float32 (n, n_outputs) blocks, which may group samples its own way.
+    answers the staged batches in order with float32 (n, n_outputs) blocks, which may group samples its own way,
+    but holds none longer than ``flush_after_s`` seconds (so that the film's progress is committed that often).
     """
 
     @property
@@ -78,7 +82,8 @@ class MovieModel(Protocol):
 
     def stage(self, batch: np.ndarray) -> Any: ...
 
-    def predict_staged(self, staged: Iterable[Any]) -> Iterator[np.ndarray]: ...
+    def predict_staged(self, staged: Iterable[Any], *, flush_after_s: float | None = None
+                       ) -> Iterator[np.ndarray]: ...
 
 
 @dataclass
@@ -239,9 +244,19 @@ def _answered(batches: Iterator[tuple[np.ndarray, object, dict]], predict_staged
         yield times, responses, {k: np.concatenate([p[1][k] for p in parts]) for k in (parts[0][1] if parts else {})}
 
 
+#: a film's samples are committed (and a killed run can resume from them) at least this often (s of work)
+COMMIT_EVERY_S = 5.0
+#: the shortest repetition time accepted (s); one scan per 10 ms is beyond any fMRI scanner
+MIN_TR_S = 0.01
+
+
 def _check_args(tr, n_scans, slice_time_ref, hrf, sample_rate_hz, clip_s, stride_s, batch_size) -> tuple:
     """The arguments of :func:`predict_movie`, in this order, checked and as python numbers."""
-    return (validation.positive_number("tr", tr, unit="s"),
+    tr = validation.positive_number("tr", tr, unit="s")
+    if tr < MIN_TR_S:
+        raise InvalidArgumentError(f"tr={tr!r} s is not valid: scanners repeat every {MIN_TR_S} s or slower "
+                                   f"(a film would need {1 / tr:.3g} scans per second)")
+    return (tr,
             validation.integer("n_scans", n_scans, minimum=1, allow_none=True),
             validation.probability("slice_time_ref", slice_time_ref),
             validation.choice("hrf", hrf, HRF_MODELS),
@@ -340,9 +355,13 @@ def predict_movie(model: MovieModel, video: str | os.PathLike, *, tr: float, n_s
         n_total = info.n_frames if rate is None else math.ceil(info.duration_s * rate - 1e-9)
         hold_s, hold_offset_s = 1.0 / (rate or info.fps), 0.0
         sampling = {"sample_rate_hz": rate}
+    # everything the samples depend on: a resumed run refuses a partial file made under any other value
     params = {"model_id": meta.get("model_id"), "subject": meta.get("subject"), "n_outputs": int(model.n_outputs),
-              "video": os.path.abspath(video), "video_frames": info.n_frames, "video_fps": info.fps,
-              "stimulus_kind": "video" if is_clip else "image", "baselines": list(names), **sampling}
+              "columns": columns_digest(meta), "backbone": meta.get("backbone"),
+              "model_files": (meta.get("provenance") or {}).get("readout_files"),
+              "video": os.path.abspath(video), "video_file": file_identity(video), "video_frames": info.n_frames,
+              "video_fps": info.fps, "stimulus_kind": "video" if is_clip else "image", "baselines": list(names),
+              **sampling}
     h5_out = next((p for p, w in outputs if w.stores_samples), None)
     with contextlib.ExitStack() as stack:
         if h5_out is not None:
@@ -352,6 +371,8 @@ def predict_movie(model: MovieModel, video: str | os.PathLike, *, tr: float, n_s
         else:
             sink_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="berg-movie-"))) / "samples.h5"
         sink = sinks.SampleSink(sink_path, int(model.n_outputs), names, params, resume)
+        if not resume:  # nothing will resume from it: a failed run leaves no partial file behind
+            stack.push(lambda kind, *_: sink_path.unlink(missing_ok=True) if kind is not None else None)
         stack.callback(sink.close)
         done = sink.n_done
         if is_clip:
@@ -364,7 +385,8 @@ def predict_movie(model: MovieModel, video: str | os.PathLike, *, tr: float, n_s
         with tqdm(total=n_total, initial=done, disable=not show_progress, unit="clip" if is_clip else "frame",
                   desc="movie") as bar:
             batches = _prefetched(_batched(stream, size, names, is_clip, model.stage))  # decoding runs ahead
-            for times, responses, low_level in _answered(batches, model.predict_staged):
+            answer = functools.partial(model.predict_staged, flush_after_s=COMMIT_EVERY_S)
+            for times, responses, low_level in _answered(batches, answer):
                 if responses.shape != (len(times), int(model.n_outputs)):
                     raise InvalidArgumentError(
                         f"the model returned responses of shape {responses.shape}; expected {(len(times), model.n_outputs)}."

@@ -80,15 +80,26 @@ class SampleSink:
             log.warning("cannot resume from %s (%s); starting over", self.path, exc)
             return None
         if stored != params_json:
-            old, new = json.loads(stored), json.loads(params_json)
+            try:
+                old, new = json.loads(stored), json.loads(params_json)
+            except (TypeError, ValueError) as exc:
+                f.close()
+                raise ResumeError(f"resume=True but {str(self.path)!r} is damaged (its params are not JSON: {exc}); "
+                                  "rerun without resume to start over.") from exc
             diff = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
             f.close()
             raise ResumeError(
                 f"resume=True but the interrupted run in {str(self.path)!r} used other parameters "
                 f"(stored, given): {diff}; rerun with the same parameters, or without resume to start over."
             )
-        n = int(f.attrs["n_done"])
-        for name in ["samples/responses", "samples/times", *(f"samples/baselines/{b}" for b in self.baselines)]:
+        names = ["samples/responses", "samples/times", *(f"samples/baselines/{b}" for b in self.baselines)]
+        n = int(f.attrs.get("n_done", -1))
+        short = [name for name in names if name not in f or f[name].shape[0] < n]
+        if n < 0 or short:
+            f.close()
+            raise ResumeError(f"resume=True but {str(self.path)!r} is damaged (n_done={n}; missing or shorter "
+                              f"datasets: {short}); rerun without resume to start over.")
+        for name in names:
             f[name].resize(n, axis=0)
         log.info("resuming from %s: %d samples done", self.path, n)
         return f

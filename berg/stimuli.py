@@ -3,6 +3,10 @@
 Images come out as (B, 3, H, W) and clips as (B, T, 3, H, W) torch tensors, uint8 or float32 in [0, 1]; images of
 different sizes come out as a list of (3, H, W) tensors. Clips are cut to the card's frames
 (``linspace(0, T - 1, n_frames)``) before they leave this module.
+
+Image files are read with PIL and converted to RGB; 16-bit greyscale files (PNG, TIFF) are scaled by their full
+range, 0..65535 onto 0..255 (``round(value / 257)``), rather than clipped as PIL's own conversion would clip them.
+Files larger than PIL's decompression-bomb limit are refused.
 """
 
 from __future__ import annotations
@@ -87,6 +91,9 @@ def _array_set(array: np.ndarray, kind: str, n_frames: int | None) -> StimulusSe
     array = _channels_first(array, kind)
     if array.shape[0] == 0:
         raise InvalidStimulusError("stimulus is an empty batch (0 items); pass at least one")
+    if 0 in array.shape[-2:]:
+        raise InvalidStimulusError(f"stimulus frames are {array.shape[-2]} x {array.shape[-1]} pixels; each image "
+                                   "needs at least 1 x 1")
     if kind == "video":
         if array.shape[1] < n_frames:
             raise InvalidStimulusError(f"stimulus clips have {array.shape[1]} frames; this model needs at least "
@@ -100,26 +107,53 @@ def _array_set(array: np.ndarray, kind: str, n_frames: int | None) -> StimulusSe
     return StimulusSet(n=array.shape[0], load=load)
 
 
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _rgb_array(image) -> np.ndarray:
+    """(H, W, 3) uint8 of a PIL image; 16-bit greyscale scaled by its full range (module docstring)."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        grey = np.asarray(image).astype(np.float64)
+        if grey.size and (grey.min() < 0 or grey.max() > 65535):
+            raise InvalidStimulusError(f"image has 32-bit values in [{grey.min():.0f}, {grey.max():.0f}]; valid: "
+                                       "8-bit images, or 16-bit greyscale in 0..65535")
+        return np.repeat(np.rint(grey / 257.0).astype(np.uint8)[..., None], 3, axis=2)
+    return np.array(image.convert("RGB"))
+
+
 def _image_to_chw(image, where: str) -> torch.Tensor:
     from PIL import Image
 
     if isinstance(image, (str, os.PathLike)):
         try:
             with Image.open(image) as handle:
-                image = handle.convert("RGB")
+                array = _rgb_array(handle)
+        except Image.DecompressionBombError as exc:
+            raise InvalidStimulusError(f"image file {str(where)!r} is larger than PIL's limit of "
+                                       f"{Image.MAX_IMAGE_PIXELS} pixels (a decompression bomb?): {exc}") from exc
         except (OSError, ValueError) as exc:
             raise InvalidStimulusError(f"image file {str(where)!r} cannot be read: {exc}") from exc
     elif isinstance(image, Image.Image):
-        image = image.convert("RGB")
+        array = _rgb_array(image)
     else:
         raise InvalidStimulusError(f"{where} is a {type(image).__name__}; valid list items: PIL images or file paths")
-    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+    if 0 in array.shape[:2]:
+        raise InvalidStimulusError(f"{where} is {array.shape[1]} x {array.shape[0]} pixels; each image needs at "
+                                   "least 1 x 1")
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def _check_file(path, what: str) -> None:
+    if Path(path).is_dir():
+        raise InvalidStimulusError(f"{what} file {str(path)!r} is a folder; give the files in it (a list of paths)")
+    if not Path(path).is_file():
+        raise InvalidStimulusError(f"{what} file {str(path)!r} does not exist")
 
 
 def _image_list_set(items: Sequence) -> StimulusSet:
     for item in items:
-        if isinstance(item, (str, os.PathLike)) and not Path(item).is_file():
-            raise InvalidStimulusError(f"image file {str(item)!r} does not exist")
+        if isinstance(item, (str, os.PathLike)):
+            _check_file(item, "image")
 
     def load(start: int, stop: int) -> Batch:
         images = [_image_to_chw(items[i], str(items[i]) if isinstance(items[i], (str, os.PathLike))
@@ -133,8 +167,7 @@ def _image_list_set(items: Sequence) -> StimulusSet:
 def _video_file_set(paths: Sequence, n_frames: int) -> StimulusSet:
     indices = []
     for path in paths:
-        if not Path(path).is_file():
-            raise InvalidStimulusError(f"video file {str(path)!r} does not exist")
+        _check_file(path, "video")
         total = video.probe(path).n_frames
         if total < n_frames:
             raise InvalidStimulusError(f"video file {str(path)!r} has {total} frames; this model needs at least "
@@ -170,7 +203,10 @@ def as_stimulus_set(stimulus, kind: str, n_frames: int | None = None) -> Stimulu
         Wrong ndim or channel count, empty batch, NaN/inf, values out of range, too few frames, unreadable files.
     """
     if isinstance(stimulus, torch.Tensor):
-        stimulus = stimulus.detach().cpu().numpy()
+        stimulus = stimulus.detach().cpu()
+        if stimulus.dtype in (torch.bfloat16, torch.float16):  # numpy has no bfloat16; the values fit float32
+            stimulus = stimulus.float()
+        stimulus = stimulus.numpy()
     if isinstance(stimulus, (str, os.PathLike)):
         stimulus = [stimulus]
     if isinstance(stimulus, np.ndarray):

@@ -236,7 +236,7 @@ class FakeModel:
     def stage(self, batch: np.ndarray) -> np.ndarray:
         return batch
 
-    def predict_staged(self, staged):
+    def predict_staged(self, staged, *, flush_after_s=None):  # answers every batch at once: nothing is held
         for batch in staged:
             self.calls += 1
             if self.kill_after is not None and self.calls > self.kill_after:

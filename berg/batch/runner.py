@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import socket
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InvalidArgumentError
+import filelock
+
+from .._io import write_json
+from ..errors import InvalidArgumentError, JobError
 from .job import Job, load_job, ray_settings
 from .derivatives import write_dataset_files
 from .records import is_done, write_failures
@@ -71,7 +79,8 @@ def run(job: str | os.PathLike | dict | Job, engine: str = "local", address: str
     Raises
     ------
     JobError
-        A bad job (before any work). OptionalDependencyError: ``engine="ray"`` without Ray installed.
+        A bad job (before any work); an output root that cannot be written, or that another run is using.
+        OptionalDependencyError: ``engine="ray"`` without Ray installed.
     """
     if engine not in ENGINES:
         raise InvalidArgumentError(f"engine={engine!r} is not valid; valid engines: {', '.join(ENGINES)}")
@@ -84,18 +93,52 @@ def run(job: str | os.PathLike | dict | Job, engine: str = "local", address: str
         import_ray()  # a missing Ray is reported before any work
     units = plan(job)
     root = job.output
-    root.mkdir(parents=True, exist_ok=True)
-    command = command or f"berg.batch.run({job.source!r}, engine={engine!r})"
-    write_dataset_files(root, units, job.berg_dir, command)
-    todo = [u for u in units if not is_done(root, u)]
-    if engine == "ray":
-        from .ray_engine import run_ray
+    with output_root_lock(root, job.source):
+        command = command or f"berg.batch.run({job.source!r}, engine={engine!r})"
+        write_dataset_files(root, units, job.berg_dir, command)
+        todo = [u for u in units if not is_done(root, u)]
+        if engine == "ray":
+            from .ray_engine import run_ray
 
-        failures = run_ray(todo, root, job.berg_dir, settings, address, show_progress, len(units) - len(todo))
-    else:
-        from .local import run_local  # loads the encoder (torch) only when a job runs
+            failures = run_ray(todo, root, job.berg_dir, settings, address, show_progress, len(units) - len(todo))
+        else:
+            from .local import run_local  # loads the encoder (torch) only when a job runs
 
-        failures = run_local(todo, root, job.berg_dir, show_progress, len(units) - len(todo))
-    write_failures(root, failures)
+            failures = run_local(todo, root, job.berg_dir, show_progress, len(units) - len(todo))
+        write_failures(root, failures)
     return BatchResult(output=root, n_units=len(units), n_skipped=len(units) - len(todo),
                        n_done=len(todo) - len(failures), failures=failures)
+
+
+@contextlib.contextmanager
+def output_root_lock(root: Path, source: str) -> Iterator[None]:
+    """Hold ``logs/batch.lock`` of an output root for one run; a second run on the same root is refused.
+
+    Raises
+    ------
+    JobError
+        The root cannot be written, or another run holds it (the message names its pid, host and start time, from
+        ``logs/batch.owner.json``).
+    """
+    logs = Path(root) / "logs"
+    lock = filelock.FileLock(str(logs / "batch.lock"), timeout=0)
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except filelock.Timeout:  # an OSError too: caught first
+        try:
+            owner = json.loads((logs / "batch.owner.json").read_text())
+        except (OSError, ValueError):
+            owner = {}
+        raise JobError(f"{source}: output root {str(root)!r} is in use by another berg batch run (pid "
+                       f"{owner.get('pid', '?')} on host {owner.get('host', '?')}, started "
+                       f"{owner.get('started', '?')}); wait for it to finish, or give another output",
+                       field="output") from None
+    except OSError as exc:
+        raise JobError(f"{source}: output root {str(root)!r} cannot be written: {exc}", field="output") from exc
+    try:
+        write_json(logs / "batch.owner.json", {"pid": os.getpid(), "host": socket.gethostname(),
+                                               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        yield
+    finally:
+        lock.release()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import InvalidStimulusError
 from .options import add_model_options, model_from_args
 
 
@@ -13,7 +14,11 @@ def _stimulus(inputs: list[str]):
     if len(inputs) == 1 and inputs[0].endswith(".npy"):
         import numpy as np
 
-        array = np.load(inputs[0], mmap_mode="r", allow_pickle=False)
+        try:
+            array = np.load(inputs[0], mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:  # not an array file, truncated, or pickled objects
+            raise InvalidStimulusError(f"{inputs[0]!r} cannot be read as a numpy array of images or clips: "
+                                       f"{exc}") from exc
         return array, (array.shape[0] if array.ndim else 0)
     return inputs, len(inputs)
 

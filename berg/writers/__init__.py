@@ -65,13 +65,16 @@ def writer_for(path: str | os.PathLike, role: str, metadata: Any = None, paramet
     Raises
     ------
     InvalidArgumentError
-        Naming ``parameter``: an unknown suffix, a writer that does not take this role, or one that cannot place
-        outputs of the model's space; with the suffixes that would do.
+        Naming ``parameter``: an existing folder, an unknown suffix, a writer that does not take this role, or one
+        that cannot place outputs of the model's space; with the suffixes that would do.
     """
     if role not in ROLES:
         raise InvalidArgumentError(f"role={role!r} is not valid: expected one of {', '.join(ROLES)}")
     kind = None if metadata is None else (metadata.get("space") or {}).get("kind") or "volume"
     valid = sorted(s for s in WRITERS if _fits(_writer(s), role, kind))
+    if Path(path).is_dir():
+        raise InvalidArgumentError(f"{parameter}={str(path)!r} is a folder; give a file name in it, ending in "
+                                   f"{', '.join(valid)}")
     suffix = suffix_of(path)
     if suffix is None or suffix not in valid:
         what = {"responses": "responses to stimuli", "series": "a film's per-scan series"}[role]
