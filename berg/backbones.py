@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -18,7 +21,9 @@ from . import validation
 from ._io import sha256_file
 from .cards import ModelCard
 from .config import is_offline
-from .errors import BackboneWeightsError, InvalidDeviceError
+from .errors import BackboneWeightsError, InvalidDeviceError, ModelCardError
+
+log = logging.getLogger(__name__)
 
 _HASH_PREFIX = re.compile(r"-([a-f0-9]{6,})\.")
 UNTRAINED_SEED = 0
@@ -270,3 +275,51 @@ def build_feature_extractor(card: ModelCard, weights: str | os.PathLike | None =
     device = resolve_device(device)
     state, identity = resolve_weights(card, weights, verify_hash)
     return FeatureExtractor(card, build_backbone(card, state), identity).to(device)
+
+
+def backbone_input_shape(card: ModelCard) -> tuple[int, ...] | None:
+    """The backbone's input shape for one stimulus after preprocessing, (1, 3, h, w) or (1, 3, T, h, w); None when
+    it follows each image's size (a shorter-side resize without a crop)."""
+    p = card.preprocessing
+    size = p.crop or (p.resize if len(p.resize) == 2 else None)
+    if size is None:
+        return None
+    frames = (card.stimulus.n_frames,) if card.stimulus_kind == "video" else ()
+    return (1, 3, *frames, *size)
+
+
+@functools.lru_cache(maxsize=32)
+def _node_shapes(architecture: str, nodes: tuple[str, ...], input_shape: tuple[int, ...]) -> dict[str, tuple]:
+    """Per-stimulus output shapes of ``nodes``, from a forward on the meta device (no memory, no arithmetic)."""
+    with torch.device("meta"):
+        net = torchvision.models.get_model_builder(architecture)(weights=None).eval()
+        body = create_feature_extractor(net, return_nodes={n: n for n in nodes})
+        with torch.no_grad():
+            out = body(torch.empty(input_shape))
+    return {n: tuple(out[n].shape[1:]) for n in nodes}
+
+
+def check_feature_shapes(card: ModelCard) -> None:
+    """Check the card's ``backbone.feature_shapes`` against what its backbone gives (once per architecture, nodes
+    and input size; :meth:`berg.encoder.EncodingModel.predict_staged` runs it before sizing a readout batch).
+
+    Raises
+    ------
+    ModelCardError
+        A node whose declared size differs from the backbone's (which would size the readout wrongly).
+    """
+    shape = backbone_input_shape(card)
+    if shape is None:
+        return
+    try:
+        actual = _node_shapes(card.backbone.architecture, tuple(card.backbone.return_nodes), shape)
+    except (RuntimeError, NotImplementedError) as exc:  # an operation without a meta kernel: checked when run
+        log.debug("feature shapes of %s not checked on the meta device: %s", card.model_id, exc)
+        return
+    declared = card.backbone.feature_sizes
+    wrong = {n: (list(card.backbone.feature_shapes[n]), list(actual[n])) for n in declared
+             if declared[n] != math.prod(actual[n])}
+    if wrong:
+        detail = "; ".join(f"{n}: card {c}, backbone {a}" for n, (c, a) in wrong.items())
+        raise ModelCardError(f"model card {card.path}: field 'backbone.feature_shapes' does not match "
+                             f"{card.backbone.architecture} on {tuple(shape[1:])} inputs ({detail})")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .backbones import FeatureExtractor, build_feature_extractor, resolve_device
+from .backbones import FeatureExtractor, build_feature_extractor, check_feature_shapes, resolve_device
 from .cards import ModelCard
 from . import validation
 from .errors import InvalidArgumentError
@@ -135,6 +135,7 @@ class EncodingModel(torch.nn.Module):
         responses : (n, n_outputs) float32 array
             For the next ``n`` stimuli of the stream, in order; blocks do not follow the staged batches' sizes.
         """
+        check_feature_shapes(self.card)  # before a readout batch is sized by them
         buffer = FeatureBuffer(self.readout, readout_capacity(self.readout, readout_mb))
         waiting_since = None
         for batch in staged:

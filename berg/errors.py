@@ -65,6 +65,10 @@ class IntegrityError(BergError, RuntimeError):
     """A downloaded or cached file whose size or checksum does not match."""
 
 
+class FetchError(MissingFilesError):
+    """Model files could not be fetched from their source (no network, a refused request, a missing object)."""
+
+
 class OfflineError(MissingFilesError):
     """Files are missing and ``BERG_OFFLINE=1`` forbids fetching them."""
 

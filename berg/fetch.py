@@ -3,14 +3,15 @@
 Files land in BERG's folder layout under ``berg_dir`` (``$BERG_HOME``, else the user cache dir ``berg``).
 Every download goes to a ``.part`` file (kept across interruptions and resumed with HTTP ranges), is checked
 against the object's size and ETag, and is renamed into place. A lock per model folder makes concurrent
-processes produce one good copy. A sha256 manifest (``.berg_manifest.json`` in the model folder) records
-every verified file; a file that no longer matches it is fetched again. ``BERG_OFFLINE=1`` forbids fetching.
+processes produce one good copy. A manifest (``.berg_manifest.json``, :mod:`berg.storage.manifest`) records the
+size, mtime and sha256 of every file fetched or converted; every load checks the files it reads against it, and
+one that no longer matches is set aside as ``NAME.changed`` and fetched or converted again. ``BERG_OFFLINE=1``
+forbids fetching.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from collections import deque
@@ -22,10 +23,11 @@ from typing import Any
 import filelock
 from tqdm.auto import tqdm
 
-from ._io import sha256_file, write_json
+from .storage.manifest import changed_files, entry_for, is_changed, read_manifest, record_files, \
+    write_manifest
 from .cards import ModelCard, Source
 from .config import default_berg_dir, is_offline
-from .errors import IntegrityError, MissingFilesError, ModelCardError, OfflineError
+from .errors import FetchError, IntegrityError, MissingFilesError, ModelCardError, OfflineError
 from .registry import get_card
 from .card_registries import model_format
 
@@ -33,7 +35,6 @@ log = logging.getLogger(__name__)
 
 PART_SIZE = 16 * 1024 * 1024  # bytes per ranged GET
 WORKERS = 8  # parallel ranged GETs per file
-MANIFEST = ".berg_manifest.json"
 _HASH_BLOCK = 1 << 24
 
 
@@ -158,27 +159,6 @@ class _S3Source:
                     future.cancel()
 
 
-def _read_manifest(model_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((model_dir / MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def _needs_fetch(model_dir: Path, rel: str, manifest: dict[str, Any]) -> bool:
-    """True when a file is missing, or no longer matches its manifest entry (size and sha256).
-
-    A file without an entry (placed by hand, e.g. by ``aws s3 sync``) is trusted as it is.
-    """
-    path, entry = model_dir / rel, manifest.get(rel)
-    if not path.is_file():
-        return True
-    if entry is None or (path.stat().st_size == entry["size"] and sha256_file(path) == entry["sha256"]):
-        return False
-    log.warning("%s does not match its recorded size and sha256; it will be fetched again", path)
-    return True
-
-
 def _lock(model_dir: Path) -> filelock.FileLock:
     model_dir.mkdir(parents=True, exist_ok=True)
     return filelock.FileLock(str(model_dir / ".berg.lock"))
@@ -206,8 +186,8 @@ def _check_fetchable(card: ModelCard, model_dir: Path, rels: list[str]) -> None:
                              f"{model_dir}; name files relative to it, without '..'")
     if not is_offline():
         return
-    manifest = _read_manifest(model_dir)
-    todo = [r for r in dict.fromkeys(rels) if _needs_fetch(model_dir, r, manifest)]
+    manifest = read_manifest(model_dir)
+    todo = [r for r in dict.fromkeys(rels) if is_changed(model_dir, r, manifest)]
     if todo:
         raise OfflineError(
             f"model {card.model_id!r}: files missing or damaged under {model_dir}: {', '.join(todo)}. BERG_OFFLINE "
@@ -220,20 +200,28 @@ def _fetch_locked(card: ModelCard, model_dir: Path, rels: Iterable[str], endpoin
                   show_progress: bool) -> None:
     """Fetch every file of ``rels`` that is missing or damaged; the caller checked them
     (:func:`_check_fetchable`) and holds the model's lock."""
-    manifest = _read_manifest(model_dir)
-    todo = [r for r in dict.fromkeys(rels) if _needs_fetch(model_dir, r, manifest)]
+    manifest = read_manifest(model_dir)
+    todo = [r for r in dict.fromkeys(rels) if is_changed(model_dir, r, manifest)]
     if not todo:
         return
+    from botocore.exceptions import BotoCoreError, ClientError
+
     source = _S3Source(_s3_spec(card), endpoint_url)
     for rel in todo:
         dest = model_dir / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
-            manifest[rel] = source.fetch(rel, dest, show_progress)
-        except IntegrityError as exc:  # one fresh attempt after a failed check
-            log.warning("%s; fetching again", exc)
-            manifest[rel] = source.fetch(rel, dest, show_progress)
-        write_json(model_dir / MANIFEST, manifest)
+            try:
+                fetched = source.fetch(rel, dest, show_progress)
+            except IntegrityError as exc:  # one fresh attempt after a failed check
+                log.warning("%s; fetching again", exc)
+                fetched = source.fetch(rel, dest, show_progress)
+        except (BotoCoreError, ClientError) as exc:
+            raise FetchError(f"model {card.model_id!r}: {source.url(rel)} could not be fetched"
+                             f"{f' from {source.endpoint}' if source.endpoint else ''}: {exc}. Check the network, "
+                             f"or place the file at {dest} and set BERG_OFFLINE=1") from exc
+        manifest[rel] = {**fetched, **entry_for(dest, fetched["sha256"])}
+        write_manifest(model_dir, manifest)
 
 
 def download(model_id: str | ModelCard, subjects: Iterable[int] | None = None, berg_dir: str | os.PathLike | None = None,
@@ -283,17 +271,21 @@ def download(model_id: str | ModelCard, subjects: Iterable[int] | None = None, b
 
 
 def ensure_model_files(card: ModelCard, berg_dir: str | os.PathLike, subject: int | str) -> None:
-    """Make the files of one subject (``"group"``: of every subject the group sums) readable: fetch the card's
-    source files and let its format prepare them.
+    """Make the files of one subject (``"group"``: of every subject the group sums) readable: set aside those
+    that no longer match the manifest, fetch the card's source files, let its format prepare them, and enter what
+    it made in the manifest.
 
     Raises
     ------
     OfflineError
-        Files are missing and ``BERG_OFFLINE`` is set; the message lists them and how to get them.
+        Files are missing (or were set aside) and ``BERG_OFFLINE`` is set; the message lists them and how to get
+        them.
     """
     berg_dir, subject = Path(berg_dir), card.check_subject(subject)
     model_dir = berg_dir / card.folder
     reader = model_format(card.format)
+    needed = reader.needed_files(card, model_dir, subject)
+    _set_aside(changed_files(model_dir, needed))
     if reader.is_ready(card, model_dir, subject):
         return
     for s in card.subjects if subject == "group" else [subject]:
@@ -312,3 +304,21 @@ def ensure_model_files(card: ModelCard, berg_dir: str | os.PathLike, subject: in
             if card.source("s3") is not None:
                 _fetch_locked(card, model_dir, rels, None, show_progress=True)
             reader.prepare(card, berg_dir, s)
+            _record_new(model_dir, reader.needed_files(card, model_dir, s))
+
+
+def _set_aside(changed: list[Path]) -> None:
+    """Move files that differ from the manifest to ``NAME.changed`` (kept, never read), so that they are fetched
+    or converted again."""
+    for path in changed:
+        if path.is_file():
+            log.warning("%s changed since berg wrote it; it is kept as %s.changed and made again", path, path.name)
+            os.replace(path, path.with_name(path.name + ".changed"))
+
+
+def _record_new(model_dir: Path, paths: list[Path]) -> None:
+    """Enter the files berg has just made (those without a manifest entry) in the manifest."""
+    known = read_manifest(model_dir)
+    new = [p for p in paths if p.is_file() and p.relative_to(model_dir).as_posix() not in known]
+    if new:
+        record_files(model_dir, new)

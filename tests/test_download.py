@@ -15,6 +15,7 @@ import pytest
 from berg import fetch as dl
 from berg.cards import Source
 from berg.errors import OfflineError
+from berg.storage.manifest import MANIFEST
 from berg.storage.native import load_arrays, native_complete, projection_path, readout_path
 from _berg_producer import write_berg_tree
 from _support import BUCKET, REPO, free_port, s3_client, tiny_card, upload_tree
@@ -84,7 +85,7 @@ def test_download_convert_and_read_back(bucket, tmp_path, monkeypatch, get_range
     assert not (model_dir / "encoding_models_weights" / "weights_sub-02.npy").exists()  # only what subject 1 needs
     for rel in SUBJECT_FILES:
         assert _sha(model_dir / rel) == _sha(bucket["src"] / rel)
-    manifest = json.loads((model_dir / dl.MANIFEST).read_text())
+    manifest = json.loads((model_dir / MANIFEST).read_text())
     assert {manifest[r]["sha256"] for r in SUBJECT_FILES} == {_sha(model_dir / r) for r in SUBJECT_FILES}
     assert all(manifest[r]["verified"] == "size+etag" for r in SUBJECT_FILES)
     assert len(get_ranges) > len(SUBJECT_FILES)
@@ -156,7 +157,7 @@ def test_four_processes_end_with_one_verified_copy(bucket, tmp_path):
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
     model_dir = tmp_path / bucket["card"].folder
-    manifest = json.loads((model_dir / dl.MANIFEST).read_text())
+    manifest = json.loads((model_dir / MANIFEST).read_text())
     assert sorted(manifest) == sorted(bucket["files"])
     for rel in bucket["files"]:
         assert _sha(model_dir / rel) == manifest[rel]["sha256"] == _sha(bucket["src"] / rel)

@@ -4,6 +4,7 @@ leaves the others usable, and an offline switch that creates nothing."""
 import resource
 import time
 
+import numpy as np
 import pytest
 import yaml
 from _support import packaged_card_data
@@ -131,3 +132,44 @@ def test_the_bomb_text_is_what_the_test_claims():
     """The fixture would prove nothing if PyYAML's own safe loader did not expand it (its first three levels)."""
     loaded = yaml.safe_load("".join(BOMB.splitlines(keepends=True)[:3]))
     assert len(loaded["c"]) == 10 and loaded["c"][0] == loaded["b"] and loaded["b"][0] == ["x"] * 10
+
+
+def test_feature_shapes_that_do_not_match_the_backbone_are_a_card_error(tmp_path):
+    """The card and its readout agree (2 features), the backbone does not (512): refused before a readout batch
+    is sized from the card (with a large declared shape, that allocation is what would fail)."""
+    from _support import write_space_model
+
+    from berg.storage.native import readout_path, save_arrays
+
+    write_space_model(tmp_path, "volume")
+    path = tmp_path / "model_cards" / "toy-volume.yaml"
+    card = yaml.safe_load(path.read_text())
+    card["backbone"]["feature_shapes"] = {"avgpool": [2, 1, 1]}
+    path.write_text(yaml.safe_dump(card, sort_keys=False))
+    model_dir = tmp_path / "encoding_models" / "modality-fmri" / "train_dataset-toy" / "model-volume"
+    save_arrays(readout_path(model_dir, 1), {"weight": np.ones((12, 2), np.float32), "bias": np.zeros(12, np.float32)})
+    model = berg.get_encoding_model("toy-volume", subject=1, device="cpu", backbone_weights=None, berg_dir=tmp_path)
+    with pytest.raises(ModelCardError, match=r"feature_shapes.*avgpool: card \[2, 1, 1\], backbone \[512, 1, 1\]"):
+        berg.encode(model, np.zeros((1, 32, 32, 3), np.uint8), show_progress=False)
+
+
+def test_a_user_card_s_wheel_hash_is_the_one_checked(tmp_path, monkeypatch, img2fmri_wheel):
+    from berg.errors import IntegrityError
+
+    monkeypatch.setenv("BERG_OFFLINE", "1")
+    card = packaged_card_data("fmri-bold5000-resnet18")
+    card["sources"][0]["sha256"] = "0" * 64
+    (tmp_path / "model_cards").mkdir()
+    (tmp_path / "model_cards" / "fmri-bold5000-resnet18.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+    with pytest.raises(IntegrityError, match="expected 0{64}"):
+        berg.get_encoding_model("fmri-bold5000-resnet18", subject=1, berg_dir=tmp_path, device="cpu",
+                                backbone_weights=None)
+
+
+def test_an_unreachable_source_is_a_fetch_error(tmp_path):
+    from berg.errors import FetchError
+
+    with pytest.raises(FetchError, match=r"s3://brain-encoding-response-generator/.*could not be fetched from "
+                                         r"http://127\.0\.0\.1:9"):
+        berg.download("fmri-bmd-s3d", subjects=[1], berg_dir=tmp_path, endpoint_url="http://127.0.0.1:9",
+                      show_progress=False)

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "berg"
 LAYERS = [
     ("foundation", ["berg", "berg.errors", "berg.validation", "berg._optional", "berg._io", "berg._yaml", "berg.config",
                     "berg.card_registries", "berg.card_schema", "berg.cards", "berg.registry", "berg.model_cards"]),
-    ("storage", ["berg.storage", "berg.storage.formats", "berg.storage.safe_pickle", "berg.storage.native",
+    ("storage", ["berg.storage", "berg.storage.formats", "berg.storage.manifest", "berg.storage.safe_pickle", "berg.storage.native",
                  "berg.storage.legacy_metadata", "berg.storage.legacy", "berg.storage.berg_surface",
                  "berg.storage.synthetic", "berg.storage.wheels", "berg.mni", "berg.storage.img2fmri"]),
     ("stimulus", ["berg.video", "berg.stimuli", "berg.baselines"]),
@@ -39,7 +39,7 @@ LAYERS = [
 # Modules that run no model: importing one alone must not load torch.
 TORCH_FREE = ["berg", "berg.errors", "berg.validation", "berg._optional", "berg._io", "berg._yaml", "berg.config",
               "berg.card_registries", "berg.card_schema", "berg.cards", "berg.registry", "berg.model_cards",
-              "berg.storage", "berg.storage.formats", "berg.storage.safe_pickle", "berg.storage.native",
+              "berg.storage", "berg.storage.formats", "berg.storage.manifest", "berg.storage.safe_pickle", "berg.storage.native",
               "berg.storage.legacy_metadata", "berg.storage.legacy", "berg.storage.berg_surface",
               "berg.storage.synthetic", "berg.storage.wheels", "berg.mni", "berg.storage.img2fmri", "berg.video",
               "berg.baselines", "berg.selection", "berg.spaces", "berg.spaces.*", "berg.group_readout",

@@ -222,7 +222,9 @@ def test_responses_drawn_on_bundled_fsaverage5_without_download(tree, whole, ima
     monkeypatch.setattr("requests.Session.send", no_network, raising=False)
     (lh, rh), meta = berg.encode(whole[1], images[:1], return_metadata=True, show_progress=False)
     fig = berg.plot_responses((lh, rh), meta)
-    assert len(fig.axes) == 4 and meta["model_id"] in fig._suptitle.get_text()
+    assert len(fig.axes) == 5 and meta["model_id"] in fig._suptitle.get_text()  # four views and a colour bar
+    assert [ax.get_title() for ax in fig.axes[:4]] == [f"{side} hemisphere, {view}" for view in ("lateral", "medial")
+                                                       for side in ("left", "right")]
     values = berg.spaces.surface.SurfaceSpace.on_mesh(np.concatenate([lh, rh], 1), meta, mesh="fsaverage5")
     np.testing.assert_array_equal(values["lh"][0], lh[0, :10242])  # fsaverage5 is fsaverage's first vertices
 

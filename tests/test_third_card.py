@@ -170,3 +170,30 @@ def test_loading_fetches_missing_native_files_from_the_source(served_model, tmp_
     np.testing.assert_allclose(berg.encode(model, images, show_progress=False), served_model["result"].predictions,
                                rtol=1e-4, atol=1e-4 * np.abs(served_model["result"].predictions).max())
     assert (tmp_path / model.card.folder / ".berg_manifest.json").is_file()
+
+
+def test_a_model_file_changed_after_download_is_never_used(served_model, tmp_path, monkeypatch):
+    """A readout rewritten in place as a valid safetensors file with other weights: offline the load refuses it,
+    online it is set aside and fetched again, and the responses are the model's own."""
+    from safetensors.numpy import save_file
+
+    from berg.errors import OfflineError
+
+    (tmp_path / "model_cards").mkdir()
+    card = served_model["berg_dir"] / "model_cards" / f"{MODEL_ID}.yaml"
+    (tmp_path / "model_cards" / card.name).write_bytes(card.read_bytes())
+    load = dict(subject=1, berg_dir=tmp_path, device="cpu", backbone_weights=None)
+    images = served_model["images"][-8:]
+    original = berg.encode(berg.get_encoding_model(MODEL_ID, **load), images, show_progress=False)
+    model_dir = tmp_path / berg.registry.get_card(MODEL_ID, tmp_path).folder
+    readout = model_dir / "encoding_models_weights" / "berg_readout_sub-01.safetensors"
+    arrays = load_file(str(readout))
+    save_file({k: (v * 2 + 1).astype(v.dtype) for k, v in arrays.items()}, str(readout))  # same size, other weights
+
+    monkeypatch.setenv("BERG_OFFLINE", "1")
+    with pytest.raises(OfflineError, match="berg_readout_sub-01.safetensors"):
+        berg.get_encoding_model(MODEL_ID, **load)
+    monkeypatch.delenv("BERG_OFFLINE")
+    again = berg.encode(berg.get_encoding_model(MODEL_ID, **load), images, show_progress=False)
+    np.testing.assert_array_equal(again, original)
+    assert np.array_equal(load_file(str(readout.with_name(readout.name + ".changed")))["bias"], arrays["bias"] * 2 + 1)

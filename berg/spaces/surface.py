@@ -176,6 +176,8 @@ class SurfaceSpace(OutputSpace):
         from .._optional import import_optional
 
         figure_module = import_optional("matplotlib.figure", "plot", "drawing responses on a surface")
+        colors = import_optional("matplotlib.colors", "plot", "drawing responses on a surface")
+        cm = import_optional("matplotlib.cm", "plot", "drawing responses on a surface")
         datasets = import_optional("nilearn.datasets", "plot", "drawing responses on a surface")
         plotting = import_optional("nilearn.plotting", "plot", "drawing responses on a surface")
         on_mesh = cls.on_mesh(values, metadata, mesh=mesh)
@@ -188,5 +190,8 @@ class SurfaceSpace(OutputSpace):
                 ax = fig.add_subplot(2, 2, 2 * row + col + 1, projection="3d")
                 plotting.plot_surf_stat_map(surfaces[side], np.nan_to_num(on_mesh[hemi][0]), hemi=side, view=view,
                                             axes=ax, figure=fig, colorbar=False, vmax=vmax, cmap="RdBu_r")
+                ax.set_title(f"{side} hemisphere, {view}", fontsize=9)
+        scale = cm.ScalarMappable(norm=colors.Normalize(-vmax, vmax), cmap="RdBu_r")
+        fig.colorbar(scale, ax=fig.axes, shrink=0.5, label=str(metadata.get("units") or "response"))
         fig.suptitle(title or f"{metadata.get('model_id')}, subject {metadata.get('subject')} ({mesh})")
         return fig
