@@ -181,8 +181,15 @@ class VolumeSpace(OutputSpace):
         if ijk.size and ((ijk < 0).any() or (ijk >= np.asarray(shape)).any()):
             raise ModelFormatError(f"{where}: 'voxel_ijk' holds voxels outside the volume {tuple(shape)}")
         affine = meta.info.get("affine")
-        if affine is not None and np.asarray(affine, dtype=float).shape != (4, 4):
-            raise ModelFormatError(f"{where}: 'affine' has shape {np.asarray(affine).shape}, expected (4, 4)")
+        if affine is None:
+            raise ModelFormatError(f"{where}: 'affine' is missing; a volume model needs its voxel-to-world affine "
+                                   "(4 x 4)")
+        try:
+            matrix = np.asarray(affine, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise ModelFormatError(f"{where}: 'affine' is not a matrix of numbers: {exc}") from exc
+        if matrix.shape != (4, 4) or not np.isfinite(matrix).all():
+            raise ModelFormatError(f"{where}: 'affine' has shape {matrix.shape}; expected a finite (4, 4) matrix")
 
     def whole_layout(self, card: Any, subject: int, rng: np.random.Generator) -> tuple[dict, dict]:
         """The card's voxel count of random voxels of its volume, in C order."""

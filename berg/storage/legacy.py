@@ -177,7 +177,7 @@ def _convert_subject(model_dir: Path, card: Any, subject: int, rels: list[str], 
     weights, sources[rels[0]] = load_legacy_npy(weights_path)
     meta, sources[rels[1]] = load_legacy_npy(meta_path)
     fmri = _field(meta, "fmri", meta_path)
-    space = VoxelSpace(_field(fmri, "sub_mask", meta_path))
+    space = VoxelSpace(_field(fmri, "sub_mask", meta_path), str(meta_path))
     n_voxels = space.n_voxels
     expected = card.n_voxels.get(subject)
     if expected is not None and n_voxels != expected:
@@ -197,14 +197,15 @@ def _convert_subject(model_dir: Path, card: Any, subject: int, rels: list[str], 
     accuracy, units = accuracy_arrays(_field(meta, "encoding_models", meta_path), list(card.accuracy),
                                       n_voxels, meta_path)
     arrays.update(accuracy)
-    save_arrays(readout_path(model_dir, subject), {"weight": coef.astype(np.float32), "bias": intercept.astype(np.float32)})
     info = {
         "model_id": card.model_id, "subject": subject, "n_voxels": n_voxels, "n_rows": n_voxels,
-        "volume_shape": list(space.shape), "affine": volume_affine(fmri, "sub_mask"),
-        "group_affine": volume_affine(fmri, "group_mask"), "space": card.space.as_dict(),
+        "volume_shape": list(space.shape), "affine": volume_affine(fmri, "sub_mask", str(meta_path)),
+        "group_affine": volume_affine(fmri, "group_mask", str(meta_path)), "space": card.space.as_dict(),
         "rois": names, "accuracy": units,
         "provenance": {"converted_from": "BERG legacy files", "sources": sources},
     }
+    # everything is read and checked: only now is anything written
+    save_arrays(readout_path(model_dir, subject), {"weight": coef.astype(np.float32), "bias": intercept.astype(np.float32)})
     write_subject_metadata(model_dir, subject, SubjectMetadata(info=info, arrays=arrays))
 
 

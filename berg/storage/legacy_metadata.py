@@ -37,7 +37,9 @@ class VoxelSpace:
         Nonzero where the model has a voxel; rows are these voxels in C order.
     """
 
-    def __init__(self, sub_mask: np.ndarray):
+    def __init__(self, sub_mask: np.ndarray, where: str = "metadata"):
+        if np.ndim(sub_mask) != 3:
+            raise ModelFormatError(f"{where}: 'sub_mask' has shape {np.shape(sub_mask)}; expected a 3-D volume")
         self.mask = np.asarray(sub_mask) != 0
         self.shape = self.mask.shape
         self.n_voxels = int(self.mask.sum())
@@ -139,11 +141,14 @@ def roi_rows(name: str, entry: Any, space: VoxelSpace, path: Path) -> np.ndarray
     return rows.astype(np.int64)
 
 
-def volume_affine(fmri: dict, prefix: str) -> list[list[float]] | None:
+def volume_affine(fmri: dict, prefix: str, where: str = "metadata") -> list[list[float]] | None:
     """(4, 4) ``{prefix}_affine`` if stored, else the sform of ``{prefix}_header`` (when its sform code is set),
-    else None."""
+    else None; a stored affine of another shape is a :class:`ModelFormatError`."""
     if fmri.get(f"{prefix}_affine") is not None:
-        return np.asarray(fmri[f"{prefix}_affine"], dtype=np.float64).reshape(4, 4).tolist()
+        affine = np.asarray(fmri[f"{prefix}_affine"], dtype=np.float64)
+        if affine.shape not in ((4, 4), (16,)):
+            raise ModelFormatError(f"{where}: '{prefix}_affine' has shape {affine.shape}; expected (4, 4)")
+        return affine.reshape(4, 4).tolist()
     header = fmri.get(f"{prefix}_header")
     struct = header.field("_structarr") if isinstance(header, PickledRecord) else None
     if isinstance(struct, np.ndarray) and struct.dtype.names and "srow_x" in struct.dtype.names \
