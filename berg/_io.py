@@ -114,3 +114,34 @@ def file_identity(path: str | os.PathLike, edge_bytes: int = 1 << 20) -> dict:
             handle.seek(max(edge_bytes, stat.st_size - edge_bytes))
             digest.update(handle.read(edge_bytes))
     return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "fingerprint": digest.hexdigest()}
+
+
+def check_room(files: list[tuple[Path, int]], what: str) -> None:
+    """Refuse to start writing ``files`` (``(path, estimated bytes)``) that would not fit: the free space of each
+    file system against the sum of its files, and the process's file-size limit (``ulimit -f``) against the
+    largest file. Estimates are upper bounds; a file system that fills up meanwhile is not foreseen.
+
+    Raises
+    ------
+    DiskSpaceError
+        With ``errno`` ENOSPC or EFBIG, naming ``what``, the folder and the sizes.
+    """
+    import errno
+    import resource
+
+    from .errors import DiskSpaceError
+
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    for path, size in files:
+        if limit != resource.RLIM_INFINITY and size > limit:
+            raise DiskSpaceError(errno.EFBIG, f"{what}: {path} would hold about {size:,} bytes, over this process's "
+                                              f"file-size limit of {limit:,} bytes (ulimit -f)")
+    by_folder: dict[Path, int] = {}
+    for path, size in files:
+        folder = next((p for p in (Path(path).parent, *Path(path).parent.parents) if p.exists()), Path("/"))
+        by_folder[folder] = by_folder.get(folder, 0) + size
+    for folder, size in by_folder.items():
+        free = shutil.disk_usage(folder).free
+        if size > free:
+            raise DiskSpaceError(errno.ENOSPC, f"{what}: the outputs need about {size:,} bytes under {folder}, "
+                                               f"which has {free:,} free")

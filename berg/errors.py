@@ -73,6 +73,10 @@ class OfflineError(MissingFilesError):
     """Files are missing and ``BERG_OFFLINE=1`` forbids fetching them."""
 
 
+class DiskSpaceError(BergError, OSError):
+    """The outputs would not fit: too little free space (``errno`` ENOSPC) or a file-size limit (EFBIG)."""
+
+
 class JobError(BergError, ValueError):
     """A batch job description with a bad row or field; ``row`` (1-based, or None for the job) and ``field``."""
 

@@ -42,7 +42,7 @@ from tqdm import tqdm
 from . import baselines as _baselines
 from . import sinks
 from . import validation
-from ._io import file_identity
+from ._io import check_room, file_identity
 from .errors import InvalidArgumentError
 from .metadata import columns_digest
 from .hrf import hrf_kernel
@@ -370,6 +370,9 @@ def predict_movie(model: MovieModel, video: str | os.PathLike, *, tr: float, n_s
             sink_path = sinks.partial_path(paths[0], ".samples")
         else:
             sink_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="berg-movie-"))) / "samples.h5"
+        sample_bytes = sinks.SampleSink.estimate_bytes(n_total, int(model.n_outputs), len(names), n_scans)
+        check_room([(sink_path, sample_bytes)] + [(p, w.estimate_bytes(p, n_scans, meta)) for p, w in outputs
+                                                  if not w.stores_samples], f"video={str(video)!r}")
         sink = sinks.SampleSink(sink_path, int(model.n_outputs), names, params, resume)
         if not resume:  # nothing will resume from it: a failed run leaves no partial file behind
             stack.push(lambda kind, *_: sink_path.unlink(missing_ok=True) if kind is not None else None)

@@ -119,6 +119,17 @@ class SampleSink:
         f.flush()
         return f
 
+    @staticmethod
+    def estimate_bytes(n_samples: int, n_outputs: int, n_baselines: int, n_scans: int) -> int:
+        """An upper bound of the finished file's size: sample datasets rounded up to whole chunks, the scans, the
+        column layout, 64 KiB of header and metadata."""
+        def whole(n: int, chunk: int) -> int:
+            return -(-max(int(n), 1) // chunk) * chunk
+
+        cols = whole(n_outputs, min(max(int(n_outputs), 1), _CHUNK_COLS))
+        return (whole(n_samples, _CHUNK_ROWS) * cols * 4 + whole(n_samples, 4096) * (8 + 4 * n_baselines)
+                + int(n_scans) * (int(n_outputs) * 4 + 256) + int(n_outputs) * 64 + (64 << 10))
+
     @property
     def n_done(self) -> int:
         """Samples committed so far."""

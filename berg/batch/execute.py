@@ -17,9 +17,10 @@ import h5py
 import numpy as np
 
 from .. import api
-from .._io import atomic_path
+from .._io import atomic_path, check_room
 from ..encoder import encode
 from ..movie import predict_movie
+from ..writers import writer_for
 from ..writers.arrays import write_columns
 from .records import write_record
 from .units import Unit
@@ -86,6 +87,8 @@ def run_unit(model, unit: Unit, root: Path, stimulus=None) -> dict:
     else:
         stimulus = read_stimulus(unit) if stimulus is None else stimulus
         names = stimulus_names(unit)
+        writer = writer_for(out["responses"], "responses", model.metadata)
+        check_room([(out["responses"], writer.estimate_bytes(out["responses"], len(names), model.metadata))], unit.uid)
         with atomic_path(out["responses"]) as tmp, h5py.File(tmp, "w") as h5:
             responses = h5.create_dataset("responses", shape=(len(names), model.n_outputs), dtype=np.float32,
                                           chunks=(1, model.n_outputs) if model.n_outputs else None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import socket
@@ -14,7 +15,7 @@ from pathlib import Path
 import filelock
 
 from .._io import write_json
-from ..errors import InvalidArgumentError, JobError
+from ..errors import DiskSpaceError, InvalidArgumentError, JobError
 from .job import Job, load_job, ray_settings
 from .derivatives import write_dataset_files
 from .records import is_done, write_failures
@@ -105,7 +106,12 @@ def run(job: str | os.PathLike | dict | Job, engine: str = "local", address: str
             from .local import run_local  # loads the encoder (torch) only when a job runs
 
             failures = run_local(todo, root, job.berg_dir, show_progress, len(units) - len(todo))
-        write_failures(root, failures)
+        try:
+            write_failures(root, failures)
+        except OSError as exc:  # a full disk: say what failed where the user sees it
+            rows = "; ".join(f"{r['unit']}: {r['error_type']}: {r['message']}" for r in failures) or "none"
+            raise DiskSpaceError(exc.errno or errno.ENOSPC, f"{job.source}: logs/failures.tsv could not be written "
+                                 f"under {root} ({exc}); failed units: {rows}") from exc
     return BatchResult(output=root, n_units=len(units), n_skipped=len(units) - len(todo),
                        n_done=len(todo) - len(failures), failures=failures)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..errors import InvalidStimulusError
 from .options import add_model_options, model_from_args
@@ -25,12 +26,14 @@ def _stimulus(inputs: list[str]):
 
 def _encode(args: argparse.Namespace) -> int:
     from .. import encoder
+    from .._io import check_room
     from ..writers import writer_for
 
     writer_for(args.output, "responses", parameter="-o")  # the suffix, before the model is built
     stimulus, n_stimuli = _stimulus(args.inputs)
     model = model_from_args(args)
     writer = writer_for(args.output, "responses", model.metadata, parameter="-o")  # and the model's space
+    check_room([(Path(args.output), writer.estimate_bytes(args.output, n_stimuli, model.metadata))], "-o")
     options = {"show_progress": not args.quiet, "batch_size": args.batch_size}
     if args.readout_mb is not None:
         options["readout_mb"] = args.readout_mb

@@ -11,6 +11,8 @@ import numpy as np
 
 from .sidecars import sidecar_path
 
+#: room for a file's header and metadata (bytes); :meth:`Writer.estimate_bytes` adds per-row and per-column room
+OVERHEAD_BYTES = 64 << 10
 #: ``fill(target)`` computes the (n, n_outputs) responses into ``target`` (a numpy array, memmap or HDF5 dataset
 #: of that shape, written block by block) and returns it.
 Fill = Callable[[Any], np.ndarray]
@@ -51,6 +53,12 @@ class Writer:
         if role == "series" and type(self).series_sidecar is not Writer.series_sidecar:
             return [*data, sidecar_path(path)]
         return data
+
+    def estimate_bytes(self, path: str | os.PathLike, n_rows: int, metadata: Mapping) -> int:
+        """An upper bound of what writing ``n_rows`` rows to ``path`` takes on disk (all of its files): float32 rows,
+        256 bytes of chunk index a row, 64 bytes of coordinates, ROI and accuracy entries a column."""
+        n_outputs = int(metadata.get("n_outputs") or 0)
+        return int(n_rows) * (n_outputs * 4 + 256) + n_outputs * 64 + OVERHEAD_BYTES
 
     def write_responses(self, path: str | os.PathLike, shape: tuple[int, int], metadata: Mapping, fill: Fill
                         ) -> list[Path]:

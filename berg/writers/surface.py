@@ -18,7 +18,7 @@ import numpy as np
 
 from .._io import atomic_path
 from ..spaces.surface import HEMISPHERES, SurfaceSpace
-from .base import Fill, Writer
+from .base import OVERHEAD_BYTES, Fill, Writer
 from .bids import ENTITY_ORDER
 from .sidecars import image_sidecar
 
@@ -74,6 +74,10 @@ class GiftiWriter(Writer):
 
     def data_files(self, path: str | os.PathLike, metadata: Mapping) -> list[Path]:
         return [hemisphere_path(path, h) for h in HEMISPHERES]
+
+    def estimate_bytes(self, path: str | os.PathLike, n_rows: int, metadata: Mapping) -> int:
+        per_hemisphere = int((metadata.get("layout") or {}).get("n_vertices") or 0)
+        return int(n_rows) * 2 * per_hemisphere * 8 + OVERHEAD_BYTES  # base64 in XML: 4 bytes of a value take ~5.4
 
     def write_responses(self, path: str | os.PathLike, shape: tuple[int, int], metadata: Mapping, fill: Fill
                         ) -> list[Path]:

@@ -18,7 +18,7 @@ import numpy as np
 from .._io import atomic_path
 from ..errors import InvalidArgumentError
 from ..spaces.volume import VolumePlacer, nifti_header
-from .base import Fill, Writer
+from .base import OVERHEAD_BYTES, Fill, Writer
 from .sidecars import image_sidecar
 
 
@@ -74,6 +74,10 @@ class NiftiWriter(Writer):
     roles = ("responses", "series")
     spaces = ("volume",)
     bids = True
+
+    def estimate_bytes(self, path: str | os.PathLike, n_rows: int, metadata: Mapping) -> int:
+        shape = metadata.get("volume_shape") or ()
+        return int(n_rows) * int(np.prod(shape)) * 4 + OVERHEAD_BYTES  # uncompressed: gzip only shrinks it
 
     def write_responses(self, path: str | os.PathLike, shape: tuple[int, int], metadata: Mapping, fill: Fill
                         ) -> list[Path]:
