@@ -133,3 +133,13 @@ def test_an_output_root_that_cannot_be_written_is_a_job_error(tmp_path):
     with pytest.raises(JobError, match="cannot be written") as caught:
         berg.batch.run(job_dict(tmp_path, tmp_path / "a_file" / "out"), show_progress=False)
     assert caught.value.field == "output" and files["films"]
+
+
+def test_an_output_under_a_file_is_refused_before_any_work(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    assert main(["encode", "fmri-bold5000-resnet18", "x.png", "-o", str(tmp_path / "a_file" / "r.npy"),
+                 "--subject", "1"]) == 1
+    assert "cannot be written" in capsys.readouterr().err
+    with pytest.raises(InvalidArgumentError, match="cannot be written"):
+        berg.predict_movie(FakeModel(), ramp_video(tmp_path / "f.mp4", 10, 10.0), tr=1.0, show_progress=False,
+                           output=tmp_path / "a_file" / "p.nii.gz")

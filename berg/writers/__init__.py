@@ -65,7 +65,7 @@ def writer_for(path: str | os.PathLike, role: str, metadata: Any = None, paramet
     Raises
     ------
     InvalidArgumentError
-        Naming ``parameter``: an existing folder, an unknown suffix, a writer that does not take this role, or one
+        Naming ``parameter``: an existing folder, a place that cannot be written, an unknown suffix, a writer that does not take this role, or one
         that cannot place outputs of the model's space; with the suffixes that would do.
     """
     if role not in ROLES:
@@ -75,6 +75,10 @@ def writer_for(path: str | os.PathLike, role: str, metadata: Any = None, paramet
     if Path(path).is_dir():
         raise InvalidArgumentError(f"{parameter}={str(path)!r} is a folder; give a file name in it, ending in "
                                    f"{', '.join(valid)}")
+    folder = next(p for p in Path(path).absolute().parents if p.exists())
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise InvalidArgumentError(f"{parameter}={str(path)!r} cannot be written: {str(folder)!r} is not a folder "
+                                   "this process may write in")
     suffix = suffix_of(path)
     if suffix is None or suffix not in valid:
         what = {"responses": "responses to stimuli", "series": "a film's per-scan series"}[role]
