@@ -81,7 +81,8 @@ def test_rerun_skips_finished_units_and_redoes_damaged_ones(assets, local_run, t
     out, _ = local_run
     ran = []
     original = local.run_unit
-    monkeypatch.setattr(local, "run_unit", lambda model, unit, root: ran.append(unit.uid) or original(model, unit, root))
+    monkeypatch.setattr(local, "run_unit", lambda model, unit, root, **kw: ran.append(unit.uid) or original(
+        model, unit, root, **kw))
     again = berg.batch.run(job_dict(folder, out), show_progress=False)
     assert (again.n_skipped, again.n_done, ran) == (8, 0, [])
     before = read_outputs(out)
@@ -126,7 +127,7 @@ def test_sigkill_mid_run_then_rerun_redoes_only_unfinished_units(assets, local_r
     assert len(list((out / "sub-02" / "func").glob(".*.part.h5"))) == 1  # the shard being written when killed
     ran = []
     original = local.run_unit
-    local.run_unit = lambda model, unit, root: ran.append(unit.uid) or original(model, unit, root)
+    local.run_unit = lambda model, unit, root, **kw: ran.append(unit.uid) or original(model, unit, root, **kw)
     try:
         result = berg.batch.run(json.loads(job.read_text()), show_progress=False)
     finally:

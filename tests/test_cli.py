@@ -196,7 +196,7 @@ def test_batch_options_reach_the_runner(monkeypatch, tmp_path):
                  "--num-gpus", "0.5", "-q"]) == 0
     assert calls == {"job": "job.yaml", "engine": "ray", "address": "ray://h:10001", "actors": 3, "num_gpus": 0.5,
                      "show_progress": False, "command": "berg batch job.yaml --engine ray --address ray://h:10001 "
-                                                        "--actors 3 --num-gpus 0.5 -q"}
+                                                        "--actors 3 --num-gpus 0.5 -q", "verify": False}
 
 
 def test_subject_parses_the_same_way_in_every_command():

@@ -53,7 +53,7 @@ def stimulus_names(unit: Unit) -> list[str]:
     return [f"{src['array']}[{i}]" for i in range(src["start"], src["stop"])]
 
 
-def run_unit(model, unit: Unit, root: Path, stimulus=None) -> dict:
+def run_unit(model, unit: Unit, root: Path, stimulus=None, berg_dir: str | Path | None = None) -> dict:
     """Compute ``unit`` with ``model``, write its outputs under ``root`` (temp then rename), then its record.
 
     Temporary files a killed run left beside the unit's outputs are removed first (one run per output root).
@@ -66,6 +66,8 @@ def run_unit(model, unit: Unit, root: Path, stimulus=None) -> dict:
         Output root.
     stimulus : optional
         An image unit's stimulus already read (by a Ray decode task); default: :func:`read_stimulus`.
+    berg_dir : path, optional
+        Where the model's files are (for the record's input identity).
 
     Returns
     -------
@@ -95,4 +97,4 @@ def run_unit(model, unit: Unit, root: Path, stimulus=None) -> dict:
             encode(model, stimulus, show_progress=False, batch_size=unit.options["batch_size"], out=responses)
             h5.create_dataset("stimuli", data=np.array(names, dtype=h5py.string_dtype()))
             write_columns(h5, model.metadata)
-    return write_record(root, unit, time.perf_counter() - started)
+    return write_record(root, unit, time.perf_counter() - started, berg_dir)

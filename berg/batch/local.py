@@ -38,7 +38,7 @@ def run_local(units: list[Unit], root: Path, berg_dir: Path | None, show_progres
                 continue
             for unit in group:
                 try:
-                    run_unit(model, unit, root)
+                    run_unit(model, unit, root, berg_dir=berg_dir)
                 except Exception as exc:  # noqa: BLE001  recorded in the failures table
                     log.warning("unit %s failed: %s", unit.uid, exc)
                     failures.append(failure(unit, exc))

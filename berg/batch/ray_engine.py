@@ -111,7 +111,8 @@ class UnitActor:
                     if unit.model_key() != self.key:
                         self.key, self.model = None, None  # free the previous model first
                         self.model, self.key = load_model(unit, self.berg_dir), unit.model_key()
-                    run_unit(self.model, unit, self.root, stimulus=_stimulus(unit, pixels, layout))
+                    run_unit(self.model, unit, self.root, stimulus=_stimulus(unit, pixels, layout),
+                             berg_dir=self.berg_dir)
                 except Exception as exc:  # noqa: BLE001  reported as this unit's failure
                     kind, message = type(exc).__name__, str(exc)
             out["uid"].append(unit.uid)
@@ -168,6 +169,6 @@ def run_ray(units: list[Unit], root: Path, berg_dir: Path | None, settings: dict
         kind, message = reported.get(unit.uid, ("", ""))
         if kind:
             failures.append(failure(unit, message, kind))
-        elif unit.uid not in reported and not is_done(root, unit):
+        elif unit.uid not in reported and not is_done(root, unit, berg_dir):
             failures.append(failure(unit, lost or "no result came back from the Ray workers", "WorkerLost"))
     return failures

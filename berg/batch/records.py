@@ -6,9 +6,12 @@ Layout under the output root::
     logs/units/<uid>.json             one completion record per finished unit
     logs/failures.tsv                 unit, row, stimulus, error type, message (this run's failures)
 
-A completion record holds the unit's parameters (:meth:`Unit.params`) and the sha256 of each output. A unit counts
-as done only when its record exists, its parameters equal the job's and every output's sha256 matches; anything
-else (a missing or damaged output, a changed stimulus or option) makes the next run redo it.
+A completion record holds the unit's parameters (:meth:`Unit.params`: model, options, each stimulus's size and
+mtime), its inputs (:func:`input_identity`: the size and mtime of every model file it read and of a backbone
+weights file), and each output's size, mtime and sha256. A unit counts as done when its record exists, its
+parameters and inputs equal the job's, and every output has its recorded size and mtime: a re-run costs a
+directory listing and a few ``stat`` calls. ``berg batch --verify`` also re-hashes every output. Anything else (a
+missing, changed or damaged output, a changed stimulus, option or model file) makes the next run redo the unit.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import time
 from pathlib import Path
 
 from .._io import atomic_path, sha256_file, write_json
-from ..config import berg_version
+from ..card_registries import model_format
+from ..config import berg_version, default_berg_dir
+from ..registry import get_card
 from .units import Unit
 
 FAILURE_COLUMNS = ("unit", "row", "stimulus", "error_type", "message")
@@ -31,21 +36,56 @@ def record_path(root: Path, unit: Unit) -> Path:
     return Path(root) / "logs" / "units" / f"{unit.uid}.json"
 
 
-def is_done(root: Path, unit: Unit) -> bool:
-    """True when ``unit`` has a record with the same parameters and every output matches its sha256."""
+def _stat(path: Path, name: str) -> dict:
+    try:
+        stat = path.stat()
+    except OSError:
+        return {"file": name, "missing": True}
+    return {"file": name, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def input_identity(unit: Unit, berg_dir: str | os.PathLike | None) -> dict:
+    """What the unit's result depends on besides its parameters, at the cost of a few ``stat`` calls: the size and
+    mtime of every model file it reads (the card's format names them) and of a backbone weights file."""
+    card = get_card(unit.model["model_id"], berg_dir)
+    model_dir = Path(berg_dir if berg_dir is not None else default_berg_dir()) / card.folder
+    paths = model_format(card.format).needed_files(card, model_dir, unit.model["subject"])
+    identity = {"model_files": [_stat(p, p.relative_to(model_dir).as_posix()) for p in paths]}
+    weights = unit.model.get("backbone_weights")
+    if weights not in (None, "default"):
+        identity["backbone_weights"] = _stat(Path(weights), str(weights))
+    return identity
+
+
+def is_done(root: Path, unit: Unit, berg_dir: str | os.PathLike | None = None, verify: bool = False) -> bool:
+    """True when ``unit`` has a record with the same parameters and inputs, and every output has the size and
+    mtime recorded (``verify``: and the same sha256, re-read)."""
     path = record_path(root, unit)
     try:
         record = json.loads(path.read_text())
         if record["params"] != json.loads(json.dumps(unit.params())):
             return False
-        return all(sha256_file(Path(root) / rel) == digest for rel, digest in record["outputs"].items())
-    except (OSError, ValueError, KeyError, TypeError):
+        if record["inputs"] != json.loads(json.dumps(input_identity(unit, berg_dir))):
+            return False
+        return all(_output_matches(Path(root) / rel, entry, verify) for rel, entry in record["outputs"].items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 
 
-def write_record(root: Path, unit: Unit, seconds: float) -> dict:
+def _output_matches(path: Path, entry: dict, verify: bool) -> bool:
+    stat = path.stat()
+    if (stat.st_size, stat.st_mtime_ns) != (entry["bytes"], entry["mtime_ns"]):
+        return False
+    return not verify or sha256_file(path) == entry["sha256"]
+
+
+def write_record(root: Path, unit: Unit, seconds: float, berg_dir: str | os.PathLike | None = None) -> dict:
     """Hash the unit's outputs and write its completion record (atomically); return the record."""
-    record = {"params": unit.params(), "outputs": {rel: sha256_file(Path(root) / rel) for rel in unit.files()},
+    outputs = {}
+    for rel in unit.files():
+        stat = (Path(root) / rel).stat()
+        outputs[rel] = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_file(Path(root) / rel)}
+    record = {"params": unit.params(), "inputs": input_identity(unit, berg_dir), "outputs": outputs,
               "seconds": round(seconds, 3), "host": socket.gethostname(), "pid": os.getpid(),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "berg_version": berg_version()}
     write_json(record_path(root, unit), record)

@@ -53,7 +53,7 @@ class BatchResult:
 
 def run(job: str | os.PathLike | dict | Job, engine: str = "local", address: str | None = None, *,
         actors: int | None = None, num_gpus: float | None = None, show_progress: bool = True,
-        command: str | None = None) -> BatchResult:
+        command: str | None = None, verify: bool = False) -> BatchResult:
     """Run a batch job: every stimulus x model x subject of ``job``, resumable.
 
     Parameters
@@ -72,6 +72,8 @@ def run(job: str | os.PathLike | dict | Job, engine: str = "local", address: str
         One progress bar over units.
     command : str, optional
         What ran the job, for ``GeneratedBy`` in ``dataset_description.json`` (default: this call).
+    verify : bool
+        Re-hash the outputs of finished units (by default their size and mtime are compared with the record).
 
     Returns
     -------
@@ -97,7 +99,7 @@ def run(job: str | os.PathLike | dict | Job, engine: str = "local", address: str
     with output_root_lock(root, job.source):
         command = command or f"berg.batch.run({job.source!r}, engine={engine!r})"
         write_dataset_files(root, units, job.berg_dir, command)
-        todo = [u for u in units if not is_done(root, u)]
+        todo = [u for u in units if not is_done(root, u, job.berg_dir, verify)]
         if engine == "ray":
             from .ray_engine import run_ray
 

@@ -10,7 +10,7 @@ def _batch(args: argparse.Namespace) -> int:
     from ..batch.runner import run
 
     result = run(args.job, engine=args.engine, address=args.address, actors=args.actors, num_gpus=args.num_gpus,
-                 show_progress=not args.quiet, command=args.command_line)
+                 show_progress=not args.quiet, command=args.command_line, verify=args.verify)
     print(f"{result.n_units} units: {result.n_skipped} already done, {result.n_done} done now, "
           f"{len(result.failures)} failed; outputs in {result.output}", file=sys.stderr)
     for row in result.failures:
@@ -29,4 +29,6 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="Ray cluster address (ray://host:10001); default: local")
     p.add_argument("--actors", type=int, default=None, help="Ray: encoder actors (default: the job's, else 1)")
     p.add_argument("--num-gpus", type=float, default=None, help="Ray: GPUs per encoder actor")
+    p.add_argument("--verify", action="store_true",
+                   help="re-hash the outputs of finished units (default: compare their size and mtime)")
     p.set_defaults(run=_batch)
