@@ -116,6 +116,11 @@ def file_identity(path: str | os.PathLike, edge_bytes: int = 1 << 20) -> dict:
     return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "fingerprint": digest.hexdigest()}
 
 
+def existing_ancestor(path: str | os.PathLike) -> Path:
+    """The nearest folder above ``path`` that exists (what a file written there would be created under)."""
+    return next(p for p in Path(path).absolute().parents if p.exists())
+
+
 def check_room(files: list[tuple[Path, int]], what: str) -> None:
     """Refuse to start writing ``files`` (``(path, estimated bytes)``) that would not fit: the free space of each
     file system against the sum of its files, and the process's file-size limit (``ulimit -f``) against the
@@ -138,7 +143,7 @@ def check_room(files: list[tuple[Path, int]], what: str) -> None:
                                               f"file-size limit of {limit:,} bytes (ulimit -f)")
     by_folder: dict[Path, int] = {}
     for path, size in files:
-        folder = next((p for p in (Path(path).parent, *Path(path).parent.parents) if p.exists()), Path("/"))
+        folder = existing_ancestor(path)
         by_folder[folder] = by_folder.get(folder, 0) + size
     for folder, size in by_folder.items():
         free = shutil.disk_usage(folder).free

@@ -2,8 +2,8 @@
 
 :func:`parse_yaml` refuses aliases (``*name``), so a small file cannot expand into an exponentially large value (a
 "billion laughs" document), and refuses documents over :data:`MAX_YAML_BYTES` or nested deeper than Python can
-build. Anchors alone (``&name``) are harmless and allowed. Every refusal is an :class:`~berg.errors.UnsafeYamlError`, which
-the caller turns into its own typed error naming the file.
+build. Anchors alone (``&name``) are harmless and allowed. Every refusal is an
+:class:`~berg.errors.UnsafeYamlError`, which the caller turns into its own typed error naming the file.
 """
 
 from __future__ import annotations
@@ -49,6 +49,13 @@ def parse_yaml(text: str) -> Any:
         raise UnsafeYamlError(f"is not valid YAML: {exc}") from exc
 
 
+def check_file_size(path: str | os.PathLike) -> None:
+    """Refuse a card, job or spec file over :data:`MAX_YAML_BYTES` before reading it (:class:`UnsafeYamlError`)."""
+    size = Path(path).stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise UnsafeYamlError(f"is {size} bytes, larger than {MAX_YAML_BYTES}, the most berg reads")
+
+
 def read_yaml(path: str | os.PathLike) -> Any:
     """:func:`parse_yaml` of a file, refusing one over :data:`MAX_YAML_BYTES` before reading it.
 
@@ -57,8 +64,5 @@ def read_yaml(path: str | os.PathLike) -> Any:
     UnsafeYamlError
         As :func:`parse_yaml`. OSError: the file cannot be read.
     """
-    path = Path(path)
-    size = path.stat().st_size
-    if size > MAX_YAML_BYTES:
-        raise UnsafeYamlError(f"is {size} bytes, larger than {MAX_YAML_BYTES}, the most berg reads")
-    return parse_yaml(path.read_text())
+    check_file_size(path)
+    return parse_yaml(Path(path).read_text())

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+
 from ._yaml import UnsafeYamlError, parse_yaml, read_yaml
 from .card_schema import CARD_SCHEMA, LEGACY_SPACE_KINDS, PROJECTION_READOUTS, registered_names
 from .errors import InvalidSubjectError, ModelCardError, close_matches

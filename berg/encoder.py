@@ -23,6 +23,7 @@ from .selection import Selection, resolve_selection
 from .spaces import space_of
 from .stimuli import Batch, as_stimulus_set
 from .storage.formats import ReadoutArrays
+from .storage.manifest import files_identity
 
 DEFAULT_BATCH_SIZE = {"image": 32, "video": 2}
 AUTOCAST_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}  # config.PRECISIONS
@@ -298,8 +299,7 @@ def load_encoding_model(card: ModelCard, berg_dir: Path, subject, *, selection=N
     backbone = {"architecture": card.backbone.architecture, **extractor.weights_identity,
                 "precision": precision, "channels_last": channels_last, "compiled": compile}
     # which version of the model's files this is (a resumed film refuses samples made with other files)
-    files = [{"file": p.relative_to(model_dir).as_posix(), "bytes": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns}
-             for p in reader.needed_files(card, model_dir, subject)]
+    files = files_identity(model_dir, reader.needed_files(card, model_dir, subject))
     columns["provenance"] = {**(columns.get("provenance") or {}), "readout_files": files}
     metadata = ModelMetadata.build(**{**columns, "backbone": backbone}, card_space=card.space.as_dict()
                                    if subject != "group" else None)

@@ -23,13 +23,12 @@ from typing import Any
 import filelock
 from tqdm.auto import tqdm
 
-from .storage.manifest import changed_files, entry_for, is_changed, read_manifest, record_files, \
-    write_manifest
 from .cards import ModelCard, Source
 from .config import default_berg_dir, is_offline
 from .errors import FetchError, IntegrityError, MissingFilesError, ModelCardError, OfflineError
 from .registry import get_card
 from .card_registries import model_format
+from .storage.manifest import changed_files, entry_for, is_changed, read_manifest, record_files, write_manifest
 
 log = logging.getLogger(__name__)
 

@@ -44,8 +44,8 @@ from . import sinks
 from . import validation
 from ._io import check_room, file_identity
 from .errors import InvalidArgumentError
-from .metadata import columns_digest
 from .hrf import hrf_kernel
+from .metadata import columns_digest
 from .video import clip_plan, iter_clips, iter_frames, probe
 from .writers import writer_for
 from .writers.sidecars import write_series_sidecars

@@ -307,6 +307,17 @@ def job_dict(folder: Path, output: Path, **ray) -> dict:
     return job
 
 
+def units_run(monkeypatch) -> list[str]:
+    """The uids of the units the local engine runs from now on, in order (``run_unit`` wrapped)."""
+    from berg.batch import local
+
+    ran: list[str] = []
+    original = local.run_unit
+    monkeypatch.setattr(local, "run_unit", lambda model, unit, root, **kw: ran.append(unit.uid) or original(
+        model, unit, root, **kw))
+    return ran
+
+
 def read_outputs(root: Path) -> dict[str, np.ndarray]:
     """Every array output under ``root``: ``responses`` of image shards, ``bold`` and samples of films."""
     arrays = {}

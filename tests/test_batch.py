@@ -11,11 +11,10 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from _support import FILMS, MODEL, job_dict, make_assets, read_outputs
+from _support import FILMS, MODEL, job_dict, make_assets, read_outputs, units_run
 
 import berg
 import berg.batch
-from berg.batch import local
 from berg.cli import main
 from berg.errors import JobError, OptionalDependencyError
 
@@ -79,10 +78,7 @@ def test_local_run_equals_direct_encode_and_predict_movie(assets, local_run, tmp
 def test_rerun_skips_finished_units_and_redoes_damaged_ones(assets, local_run, tmp_path, monkeypatch):
     folder, _ = assets
     out, _ = local_run
-    ran = []
-    original = local.run_unit
-    monkeypatch.setattr(local, "run_unit", lambda model, unit, root, **kw: ran.append(unit.uid) or original(
-        model, unit, root, **kw))
+    ran = units_run(monkeypatch)
     again = berg.batch.run(job_dict(folder, out), show_progress=False)
     assert (again.n_skipped, again.n_done, ran) == (8, 0, [])
     before = read_outputs(out)
@@ -101,7 +97,7 @@ def test_rerun_skips_finished_units_and_redoes_damaged_ones(assets, local_run, t
         "bold.h5", "bold.json", "bold.nii.gz", "stim.json", "stim.tsv.gz"]  # every file of the unit is hashed
 
 
-def test_sigkill_mid_run_then_rerun_redoes_only_unfinished_units(assets, local_run, tmp_path):
+def test_sigkill_mid_run_then_rerun_redoes_only_unfinished_units(assets, local_run, tmp_path, monkeypatch):
     folder, _ = assets
     out = tmp_path / "killed"
     job = tmp_path / "job.json"
@@ -125,13 +121,8 @@ def test_sigkill_mid_run_then_rerun_redoes_only_unfinished_units(assets, local_r
     finished = sorted(p.stem for p in (out / "logs" / "units").glob("*.json"))
     assert len(finished) == 5 and all(name.startswith("sub-01") for name in finished)  # subject 1's model first
     assert len(list((out / "sub-02" / "func").glob(".*.part.h5"))) == 1  # the shard being written when killed
-    ran = []
-    original = local.run_unit
-    local.run_unit = lambda model, unit, root, **kw: ran.append(unit.uid) or original(model, unit, root, **kw)
-    try:
-        result = berg.batch.run(json.loads(job.read_text()), show_progress=False)
-    finally:
-        local.run_unit = original
+    ran = units_run(monkeypatch)
+    result = berg.batch.run(json.loads(job.read_text()), show_progress=False)
     assert result.ok and result.n_skipped == 5 and sorted(ran + finished) == sorted(
         p.stem for p in (out / "logs" / "units").glob("*.json"))
     assert not list(out.rglob(".*.part*"))  # the killed run's temporary file is gone

@@ -7,10 +7,10 @@ import shutil
 
 import numpy as np
 import pytest
-from _support import job_dict, make_assets, read_outputs
+from _support import job_dict, make_assets, read_outputs, units_run
 
 import berg.batch
-from berg.batch import local, records
+from berg.batch import records
 from berg.cli import main
 from berg.storage.native import load_arrays, readout_path, save_arrays
 
@@ -25,17 +25,9 @@ def finished(tmp_path_factory):
     return folder, out, files
 
 
-def _ran(monkeypatch) -> list:
-    ran = []
-    original = local.run_unit
-    monkeypatch.setattr(local, "run_unit", lambda model, unit, root, **kw: ran.append(unit.uid) or original(
-        model, unit, root, **kw))
-    return ran
-
-
 def test_a_rerun_reads_no_output(finished, monkeypatch):
     folder, out, _ = finished
-    ran = _ran(monkeypatch)
+    ran = units_run(monkeypatch)
 
     def no_hashing(path):
         raise AssertionError(f"{path} was read")
@@ -47,7 +39,7 @@ def test_a_rerun_reads_no_output(finished, monkeypatch):
 
 def test_an_output_changed_in_place_is_found_by_verify(finished, monkeypatch):
     folder, out, _ = finished
-    ran = _ran(monkeypatch)
+    ran = units_run(monkeypatch)
     shard = next((out / "sub-02" / "func").glob("*chunk-001*"))
     stat = shard.stat()
     data = bytearray(shard.read_bytes())
@@ -70,7 +62,7 @@ def _job_file(folder, out):
 def test_changed_stimuli_and_model_files_are_redone(finished, monkeypatch):
     folder, out, files = finished
     before = read_outputs(out)
-    ran = _ran(monkeypatch)
+    ran = units_run(monkeypatch)
     photo = files["photos"][0]
     os.utime(photo, ns=(photo.stat().st_atime_ns, photo.stat().st_mtime_ns + 10**9))
     berg.batch.run(job_dict(folder, out), show_progress=False)

@@ -4,8 +4,9 @@ The same code runs in the local engine and in Ray actors, so both give the same 
 
 Image shards go to ``..._responses.h5``: ``responses`` (n_images, n_outputs) float32 in the model's units,
 ``stimuli`` (n_images,) the file paths (or ``ARRAY[index]``), and the column datasets of
-:func:`berg.writers.arrays.write_columns` (``voxel_ijk`` among them for volume models). Films go through :func:`berg.predict_movie`
-into a 4D NIfTI, its HDF5 file and BIDS continuous predictors (``_stim.tsv.gz`` + ``_stim.json``).
+:func:`berg.writers.arrays.write_columns` (``voxel_ijk`` among them for volume models). Films go through
+:func:`berg.predict_movie` into the space's image series (a 4D NIfTI, or one GIFTI per hemisphere) with its JSON
+sidecar, its HDF5 file and BIDS continuous predictors (``_stim.tsv.gz`` + ``_stim.json``).
 """
 
 from __future__ import annotations

@@ -32,9 +32,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .._yaml import MAX_YAML_BYTES, UnsafeYamlError, parse_yaml, read_yaml
-
 from .. import validation
+from .._yaml import UnsafeYamlError, check_file_size, parse_yaml, read_yaml
 from ..config import PRECISIONS
 from ..errors import InvalidArgumentError, JobError, close_matches
 from ..registry import get_card
@@ -113,8 +112,10 @@ def load_job(job: str | os.PathLike | dict | Job) -> Job:
 
 
 def _tsv_dict(path: Path) -> dict:
-    if path.stat().st_size > MAX_YAML_BYTES:
-        raise fail(path.name, None, None, f"is larger than {MAX_YAML_BYTES} bytes, the most berg reads")
+    try:
+        check_file_size(path)
+    except UnsafeYamlError as exc:
+        raise fail(path.name, None, None, str(exc)) from exc
     with open(path, newline="") as handle:
         table = list(csv.DictReader(handle, delimiter="\t"))
     if not table:

@@ -26,6 +26,7 @@ from .._io import atomic_path, sha256_file, write_json
 from ..card_registries import model_format
 from ..config import berg_version, default_berg_dir
 from ..registry import get_card
+from ..storage.manifest import files_identity, stat_entry
 from .units import Unit
 
 FAILURE_COLUMNS = ("unit", "row", "stimulus", "error_type", "message")
@@ -36,24 +37,16 @@ def record_path(root: Path, unit: Unit) -> Path:
     return Path(root) / "logs" / "units" / f"{unit.uid}.json"
 
 
-def _stat(path: Path, name: str) -> dict:
-    try:
-        stat = path.stat()
-    except OSError:
-        return {"file": name, "missing": True}
-    return {"file": name, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
 def input_identity(unit: Unit, berg_dir: str | os.PathLike | None) -> dict:
     """What the unit's result depends on besides its parameters, at the cost of a few ``stat`` calls: the size and
     mtime of every model file it reads (the card's format names them) and of a backbone weights file."""
     card = get_card(unit.model["model_id"], berg_dir)
     model_dir = Path(berg_dir if berg_dir is not None else default_berg_dir()) / card.folder
     paths = model_format(card.format).needed_files(card, model_dir, unit.model["subject"])
-    identity = {"model_files": [_stat(p, p.relative_to(model_dir).as_posix()) for p in paths]}
+    identity = {"model_files": files_identity(model_dir, paths)}  # what the model's metadata calls readout_files
     weights = unit.model.get("backbone_weights")
     if weights not in (None, "default"):
-        identity["backbone_weights"] = _stat(Path(weights), str(weights))
+        identity["backbone_weights"] = stat_entry(Path(weights), str(weights))
     return identity
 
 

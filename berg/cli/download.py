@@ -45,8 +45,8 @@ def register(subparsers, common: argparse.ArgumentParser) -> None:
 
     p = subparsers.add_parser("import-img2fmri", parents=[common],
                               help="import the img2fmri 1.0 models (the zoo's card of format img2fmri-wheel)",
-                              description="Write the model of the zoo's img2fmri-wheel card from the img2fmri 1.0 wheel "
-                                          "(verified by sha256) into the berg folder.")
+                              description="Write the model of the zoo's img2fmri-wheel card from the img2fmri 1.0 "
+                                          "wheel (verified by sha256) into the berg folder.")
     p.add_argument("--wheel", type=Path, default=None, help="path of the img2fmri 1.0 wheel (default: cache or pip)")
     p.add_argument("--model", default=None, help="the card to write (default: the zoo's card of format img2fmri-wheel)")
     add_berg_dir(p)

@@ -35,6 +35,21 @@ def write_manifest(model_dir: Path, entries: dict[str, Any]) -> None:
     write_json(Path(model_dir) / MANIFEST, entries)
 
 
+def stat_entry(path: Path, name: str) -> dict[str, Any]:
+    """``{"file": name, "bytes", "mtime_ns"}`` of ``path`` (``{"file": name, "missing": True}`` when it is not
+    there): which version of a file it is, at the cost of one ``stat``."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return {"file": name, "missing": True}
+    return {"file": name, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def files_identity(model_dir: Path, paths: Iterable[Path]) -> list[dict[str, Any]]:
+    """:func:`stat_entry` of each of ``paths``, named relative to ``model_dir``."""
+    return [stat_entry(p, Path(p).relative_to(model_dir).as_posix()) for p in paths]
+
+
 def entry_for(path: Path, sha256: str | None = None) -> dict[str, Any]:
     """A manifest entry for ``path`` as it is now (``sha256`` when the caller has it already)."""
     stat = path.stat()

@@ -29,6 +29,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .._io import existing_ancestor
 from ..errors import InvalidArgumentError
 
 WRITERS: dict[str, Any] = {
@@ -65,8 +66,9 @@ def writer_for(path: str | os.PathLike, role: str, metadata: Any = None, paramet
     Raises
     ------
     InvalidArgumentError
-        Naming ``parameter``: an existing folder, a place that cannot be written, an unknown suffix, a writer that does not take this role, or one
-        that cannot place outputs of the model's space; with the suffixes that would do.
+        Naming ``parameter``: an existing folder, a place that cannot be written, an unknown suffix, a writer that
+        does not take this role, or one that cannot place outputs of the model's space; with the suffixes that would
+        do.
     """
     if role not in ROLES:
         raise InvalidArgumentError(f"role={role!r} is not valid: expected one of {', '.join(ROLES)}")
@@ -75,7 +77,7 @@ def writer_for(path: str | os.PathLike, role: str, metadata: Any = None, paramet
     if Path(path).is_dir():
         raise InvalidArgumentError(f"{parameter}={str(path)!r} is a folder; give a file name in it, ending in "
                                    f"{', '.join(valid)}")
-    folder = next(p for p in Path(path).absolute().parents if p.exists())
+    folder = existing_ancestor(path)
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise InvalidArgumentError(f"{parameter}={str(path)!r} cannot be written: {str(folder)!r} is not a folder "
                                    "this process may write in")
@@ -98,4 +100,3 @@ def _writer(suffix: str) -> Any:
         module, attribute = entry.split(":")
         entry = getattr(importlib.import_module(module), attribute)
     return entry() if isinstance(entry, type) else entry
-

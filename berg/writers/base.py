@@ -50,9 +50,12 @@ class Writer:
         """Every file writing ``path`` in ``role`` makes: the data files, and for a series the JSON sidecar when
         the writer describes one (:meth:`series_sidecar`)."""
         data = self.data_files(path, metadata)
-        if role == "series" and type(self).series_sidecar is not Writer.series_sidecar:
-            return [*data, sidecar_path(path)]
-        return data
+        return [*data, sidecar_path(path)] if role == "series" and self.has_series_sidecar() else data
+
+    @classmethod
+    def has_series_sidecar(cls) -> bool:
+        """True when the writer describes a sidecar for a film's series (it defines :meth:`series_sidecar`)."""
+        return cls.series_sidecar is not Writer.series_sidecar
 
     def estimate_bytes(self, path: str | os.PathLike, n_rows: int, metadata: Mapping) -> int:
         """An upper bound of what writing ``n_rows`` rows to ``path`` takes on disk (all of its files): float32 rows,

@@ -4,8 +4,9 @@ An image series (``_bold.nii.gz``, ``_hemi-L_bold.func.gii``) gets ``NAME.json``
 hemispheres of a surface share the sidecar without ``hemi``): ``Description``, ``RepetitionTime`` (s),
 ``SkullStripped`` (true: only the model's voxels or vertices carry values), ``Sources`` (the film, as a
 ``file:`` URI), ``SpatialReference: "orig"`` where the space is a subject's own grid (the grid of the data the
-model was trained on) rather than a TemplateFlow template, and the model's fields (:func:`model_fields`). BIDS tools such as pybids read a sidecar key named like an entity
-(``subject``, ``task``, ``run`` …) as that entity, so no berg key uses one of those names (:data:`berg.writers.bids.ENTITY_NAMES`).
+model was trained on) rather than a TemplateFlow template, and the model's fields (:func:`model_fields`). BIDS
+tools such as pybids read a sidecar key named like an entity (``subject``, ``task``, ``run`` …) as that entity, so
+no berg key uses one of those names (:data:`berg.writers.bids.ENTITY_NAMES`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .bids import is_entity_name
 
 #: the space label of a subject's own grid (not a template)
 INDIVIDUAL = "individual"
+
 
 def model_fields(meta: Mapping) -> dict:
     """The model's own sidecar keys: ``EncodingModel`` (model id), ``EncodingModelSubject`` (1, 2 … or
@@ -91,6 +93,6 @@ def write_series_sidecars(outputs, bold, per_scan, meta) -> list[Path]:
     of every writer that shares it (:func:`berg.writers.sidecars.merged`); return the files written."""
     parts: dict[Path, list] = {}
     for path, writer in outputs:
-        if sidecar_path(path) in writer.files(path, meta, "series"):
+        if writer.has_series_sidecar():
             parts.setdefault(sidecar_path(path), []).append(writer.series_sidecar(path, bold, per_scan, meta))
     return [write_sidecar(target, merged(contents)) for target, contents in parts.items()]
