@@ -20,7 +20,7 @@ _PUBLIC = {
     "BERG": "api", "describe": "api", "get_encoding_model": "api", "get_model_catalog": "api",
     "get_model_metadata": "api", "list_models": "api", "EncodingModel": "encoder", "encode": "encoder",
     "download": "fetch", "ModelMetadata": "metadata", "MovieResult": "movie", "predict_movie": "movie", "to_nifti": "spaces",
-    "plot_responses": "analysis",
+    "to_mne": "spaces", "plot_responses": "analysis",
 }
 
 __all__ = sorted([*_PUBLIC, "BergError", "default_berg_dir", "__version__"])

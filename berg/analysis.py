@@ -217,7 +217,7 @@ def plot_similarity(similarity, tr: float | None = None, boundaries=None, title:
     return fig
 
 
-def plot_responses(responses, metadata, index: int = 0, title: str | None = None):
+def plot_responses(responses, metadata, index: int = 0, title: str | None = None, **options):
     """Draw one stimulus's (or scan's) responses where the model's outputs live, as its space draws them.
 
     Parameters
@@ -229,19 +229,25 @@ def plot_responses(responses, metadata, index: int = 0, title: str | None = None
     index : int
         Which row to draw.
     title : str, optional
+    **options
+        The space's own figure options (sensors: ``latencies``, topomap times in s).
 
     Returns
     -------
     matplotlib.figure.Figure
-        A glass brain or slices for volumes; fsaverage5 views (bundled with nilearn, no download) for surfaces.
+        A glass brain or slices for volumes; fsaverage5 views (bundled with nilearn, no download) for surfaces;
+        a butterfly plot and topomaps for sensors.
     """
     from .spaces import space_of
 
     if isinstance(responses, tuple):
         responses = np.concatenate([np.atleast_2d(np.asarray(part)) for part in responses], axis=1)
-    rows = np.atleast_2d(np.asarray(responses, dtype=np.float32))
+    rows = np.asarray(responses, dtype=np.float32)
+    if rows.ndim >= 3:  # sensors: (n_stimuli, repetitions, channels, times), or one stimulus's grid
+        rows = rows.reshape(rows.shape[0] if rows.ndim == 4 else 1, -1)
+    rows = np.atleast_2d(rows)
     index = validation.integer("index", index, minimum=0, maximum=rows.shape[0] - 1, error=InvalidDataError)
     space = space_of(metadata)
     if not hasattr(space, "plot"):
         raise InvalidDataError(f"the {space.kind} space has no figure")
-    return space.plot(rows[index], metadata, title=title)
+    return space.plot(rows[index], metadata, title=title, **options)

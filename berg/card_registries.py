@@ -21,6 +21,7 @@ FORMATS: dict[str, Any] = {
     "native": "berg.storage.native:NativeFormat",
     "berg-legacy": "berg.storage.legacy:BergSvdFormat",
     "berg-pca-hemispheres": "berg.storage.berg_surface:BergHemispheresFormat",
+    "berg-pca-repetitions": "berg.storage.berg_sensors:BergRepetitionsFormat",
     "img2fmri-wheel": "berg.storage.img2fmri:Img2fmriFormat",
 }
 SPACES: dict[str, Any] = {

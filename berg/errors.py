@@ -85,6 +85,10 @@ class JobError(BergError, ValueError):
         self.row, self.field = row, field
 
 
+class IncompatibleModelError(InvalidArgumentError):
+    """A model asked for something its outputs cannot give (a film's BOLD from a model of sensors x time)."""
+
+
 class InvalidDataError(InvalidArgumentError):
     """Time-series data or analysis parameters of the wrong shape or range (:mod:`berg.analysis`)."""
 

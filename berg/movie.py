@@ -43,7 +43,7 @@ from . import baselines as _baselines
 from . import sinks
 from . import validation
 from ._io import check_room, file_identity
-from .errors import InvalidArgumentError
+from .errors import IncompatibleModelError, InvalidArgumentError
 from .hrf import hrf_kernel
 from .metadata import columns_digest
 from .video import clip_plan, iter_clips, iter_frames, probe
@@ -266,6 +266,18 @@ def _check_args(tr, n_scans, slice_time_ref, hrf, sample_rate_hz, clip_s, stride
             validation.integer("batch_size", batch_size, minimum=1, allow_none=True))
 
 
+def _check_series_model(metadata: Mapping) -> None:
+    """Raise :class:`IncompatibleModelError` for a model whose space has no scanner images (sensors x time)."""
+    from .spaces import space_of
+
+    space = space_of(metadata)
+    if space.image_suffix is None:
+        raise IncompatibleModelError(
+            f"model={metadata.get('model_id')!r} predicts {space.kind} outputs (a time course after each image), "
+            "not brain images sampled by a scanner, so a film has no BOLD series for it; give this model images "
+            "with berg.encode (a film's frames, for example)")
+
+
 def _outputs(output, metadata: Mapping) -> list[tuple[Path, Any]]:
     """``(path, writer)`` of every output, checked against the model's space before any work."""
     paths = [] if output is None else [output] if isinstance(output, (str, os.PathLike)) else list(output)
@@ -328,12 +340,13 @@ def predict_movie(model: MovieModel, video: str | os.PathLike, *, tr: float, n_s
     -------
     MovieResult
     """
+    meta = dict(model.metadata)
+    _check_series_model(meta)
     tr, n_scans, slice_time_ref, hrf, sample_rate_hz, clip_s, stride_s, batch_size = _check_args(
         tr, n_scans, slice_time_ref, hrf, sample_rate_hz, clip_s, stride_s, batch_size)
     validation.flag("resume", resume)
     validation.flag("show_progress", show_progress)
     names = _baselines.check_names(baselines)
-    meta = dict(model.metadata)
     outputs = _outputs(output, meta)
     paths = [p for p, _ in outputs]
     if resume and not paths:

@@ -107,19 +107,25 @@ def bench_clips(berg_dir: Path, n: int, batch_size: int = 2, n_components: int =
     ]
 
 
-def bench_vit(berg_dir: Path, n: int, batch_size: int = 16, device: str = "cpu") -> list[dict]:
-    """Encode ``n`` 300x400 images through fmri-nsd_fsaverage-vit_b_32 (synthetic weights at full size: 250 x
-    460,800 projection, 2 x 163,842 vertices) against ViT-B/32 alone on the same preprocessed batches."""
-    model_id = "fmri-nsd_fsaverage-vit_b_32"
-    write_synthetic_model(berg_dir, model_id, subject=1, n_components=250)
+VIT_MODELS = {"fmri-nsd_fsaverage-vit_b_32": "vertices", "eeg-things_eeg_2-vit_b_32": "sensor samples"}
+
+
+def bench_vit(berg_dir: Path, n: int, batch_size: int = 16, device: str = "cpu",
+              model_id: str = "fmri-nsd_fsaverage-vit_b_32", n_components: int = 250) -> list[dict]:
+    """Encode ``n`` 300x400 images through a ViT-B/32 model of BERG (synthetic weights at full size: an
+    ``n_components`` x 460,800 projection; 2 x 163,842 vertices or 4 x 63 x 140 sensor samples) against ViT-B/32
+    alone on the same preprocessed batches. ``n_components`` 1000 is the EEG model's newer layout (one 250-component
+    PCA per repetition, stacked)."""
+    write_synthetic_model(berg_dir, model_id, subject=1, n_components=n_components)
     model = berg.get_encoding_model(model_id, subject=1, device=device, backbone_weights=None, berg_dir=berg_dir)
     images = np.random.default_rng(0).integers(0, 256, size=(n, 300, 400, 3), dtype=np.uint8)
     inputs = model.extractor.prepare(torch.from_numpy(images).permute(0, 3, 1, 2)).to(model.device)
     net = build_backbone(model.card, None).to(model.device)
     t = best_of({"berg": lambda: berg.encode(model, images, batch_size=batch_size, show_progress=False),
                  "alone": _alone(net, inputs, batch_size)})
-    common = {"scenario": "encode images (ViT)", "device": device_name(model.device),
-              "size": f"{n} images 300x400, batch {batch_size}, 250 x 460,800 projection, {model.n_outputs:,} vertices"}
+    common = {"scenario": f"encode images (ViT, {model_id})", "device": device_name(model.device),
+              "size": f"{n} images 300x400, batch {batch_size}, {n_components} x 460,800 projection, "
+                      f"{model.n_outputs:,} {VIT_MODELS[model_id]}"}
     return [
         {**common, "variant": f"berg.encode ({model_id})", "seconds": t["berg"],
          "throughput": f"{n / t['berg']:.1f} images/s", "ratio": t["berg"] / t["alone"],
@@ -130,11 +136,14 @@ def bench_vit(berg_dir: Path, n: int, batch_size: int = 16, device: str = "cpu")
 
 
 def run(quick: bool = False, device: str = "cpu") -> list[dict]:
-    """The three scenarios in temporary model folders; returns table rows."""
+    """The scenarios in temporary model folders; returns table rows."""
     with tempfile.TemporaryDirectory() as tmp:
         rows = bench_images(Path(tmp), 64 if quick else 256, device=device)
         rows += bench_clips(Path(tmp), 4 if quick else 12, device=device)
-        rows += bench_vit(Path(tmp), 16 if quick else 64, device=device)
+        for model_id in VIT_MODELS:
+            rows += bench_vit(Path(tmp), 16 if quick else 64, device=device, model_id=model_id)
+        rows += bench_vit(Path(tmp), 16 if quick else 64, device=device, model_id="eeg-things_eeg_2-vit_b_32",
+                          n_components=1000)
     return rows
 
 

@@ -57,6 +57,20 @@ def _roi_entry(form: str, roi_volume: np.ndarray, sub_mask: np.ndarray, image: n
             "volume_where": lambda: np.where(roi_volume)}[form]()
 
 
+def scaler_dict(scaler: Any) -> dict[str, Any]:
+    """A fitted scikit-learn ``StandardScaler``'s attributes as BERG's ``scaler_param`` dict."""
+    return {"scale_": scaler.scale_, "mean_": scaler.mean_, "var_": scaler.var_,
+            "n_features_in_": scaler.n_features_in_, "n_samples_seen_": scaler.n_samples_seen_}
+
+
+def pca_dict(pca: Any) -> dict[str, Any]:
+    """A fitted scikit-learn ``PCA``'s attributes as BERG's ``pca_param`` dict."""
+    return {"components_": pca.components_, "explained_variance_": pca.explained_variance_,
+            "explained_variance_ratio_": pca.explained_variance_ratio_, "singular_values_": pca.singular_values_,
+            "mean_": pca.mean_, "n_components_": pca.n_components_, "n_samples_": pca.n_samples_,
+            "noise_variance_": pca.noise_variance_, "n_features_in_": pca.n_features_in_}
+
+
 def _pearson_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = a - a.mean(0), b - b.mean(0)
     return (a * b).sum(0) / np.sqrt((a ** 2).sum(0) * (b ** 2).sum(0))

@@ -24,7 +24,7 @@ from sklearn.decomposition import PCA
 from sklearn.linear_model import LinearRegression
 from sklearn.preprocessing import StandardScaler
 
-from _berg_producer import _pearson_columns, save_pickled
+from _berg_producer import _pearson_columns, pca_dict, save_pickled, scaler_dict
 
 HEMIS = ("lh", "rh")
 
@@ -58,14 +58,7 @@ def write_surface_tree(model_dir: Path, card: Any, subjects: list[int], features
         pca = PCA(n_components=k, random_state=20200220).fit(scaler.transform(train))
         pca_train = pca.transform(scaler.transform(train)).astype(np.float32)
         pca_test = pca.transform(scaler.transform(test)).astype(np.float32)
-        weights = {"scaler_param": {"scale_": scaler.scale_, "mean_": scaler.mean_, "var_": scaler.var_,
-                                    "n_features_in_": scaler.n_features_in_,
-                                    "n_samples_seen_": scaler.n_samples_seen_},
-                   "pca_param": {"components_": pca.components_, "explained_variance_": pca.explained_variance_,
-                                 "explained_variance_ratio_": pca.explained_variance_ratio_,
-                                 "singular_values_": pca.singular_values_, "mean_": pca.mean_,
-                                 "n_components_": pca.n_components_, "n_samples_": pca.n_samples_,
-                                 "noise_variance_": pca.noise_variance_, "n_features_in_": pca.n_features_in_}}
+        weights = {"scaler_param": scaler_dict(scaler), "pca_param": pca_dict(pca)}
         encoding: dict[str, Any] = {"train_img_num": np.arange(len(train)), "val_img_num": np.arange(3),
                                     "test_img_num": np.arange(len(train), len(train) + len(test))}
         fmri: dict[str, Any] = {}

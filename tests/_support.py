@@ -281,6 +281,14 @@ IMAGE_SIZES = [(40, 50), (40, 50), (36, 30), (40, 50), (40, 50)]  # one odd size
 FILMS = {"film_a": 20, "film_b": 25}  # name -> frames at 10 frames/s
 
 
+def write_photos(folder: Path, n: int, size=(40, 50)) -> Path:
+    """``n`` random RGB PNG photos ``p{i}.png`` of ``size`` (height, width) in a new ``folder``."""
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (*size, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
+    return folder
+
+
 def make_assets(folder: Path) -> dict:
     """Write the model (subjects 1, 2), ``photos/im*.png`` and ``films/*.mp4`` under ``folder``."""
     berg_dir = folder / "berg_dir"

@@ -13,14 +13,18 @@ from berg.errors import ModelCardError
 
 def test_packaged_cards_validate():
     cards = {c.model_id: c for c in packaged_cards()}
-    assert set(cards) == {"fmri-bmd-s3d", "fmri-bold5000-resnet18", "fmri-nsd_fsaverage-vit_b_32"}
+    assert set(cards) == {"fmri-bmd-s3d", "fmri-bold5000-resnet18", "fmri-nsd_fsaverage-vit_b_32",
+                          "eeg-things_eeg_2-vit_b_32"}
     bold = cards["fmri-bold5000-resnet18"]
     assert bold.subjects == [1, 2, 3] and bold.has_group and bold.data["preprocessing"]["crop"] is None
     for card in cards.values():  # each subject of a volume model has a voxel count and nothing else does
         if card.space.kind == "volume":
             assert sorted(card.data["n_voxels"]) == card.subjects, card.model_id
         else:
-            assert "n_voxels" not in card.data and card.space.space.n_outputs(card, 1) is None, card.model_id
+            assert "n_voxels" not in card.data, card.model_id
+    assert cards["fmri-nsd_fsaverage-vit_b_32"].space.space.n_outputs(cards["fmri-nsd_fsaverage-vit_b_32"], 1) is None
+    eeg = cards["eeg-things_eeg_2-vit_b_32"]  # the card alone gives the sensor grid: 4 x 63 x 140
+    assert eeg.space.space.n_outputs(eeg, 1) == 4 * 63 * 140 and len(set(eeg.space.space.channels)) == 63
 
 
 def test_img2fmri_voxel_counts_are_the_wheels_masks(img2fmri_wheel):

@@ -274,16 +274,11 @@ def test_the_packaged_card_at_full_width(tmp_path, images):
 
 
 def test_a_batch_job_writes_hemisphere_series_and_resumes(tree, tmp_path):
-    from PIL import Image
-
     import berg.batch
-    from _support import ramp_video
+    from _support import ramp_video, write_photos
 
     berg_dir, _ = tree
-    (tmp_path / "photos").mkdir()
-    for i in range(2):
-        Image.fromarray(np.random.default_rng(i).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(
-            tmp_path / "photos" / f"p{i}.png")
+    write_photos(tmp_path / "photos", 2)
     ramp_video(tmp_path / "clip.mp4", 20, 10.0, size=(32, 48))
     common = {"model": TEST_ID, "subjects": [1], "device": "cpu", "backbone_weights": "untrained",
               "selection": {"roi": "V1v"}}

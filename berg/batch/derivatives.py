@@ -81,7 +81,8 @@ sub-<label>/func/ holds, per film and model:
                                             sidecar)
   *_bold.h5                                 berg's HDF5: per-sample and per-scan responses and every column's
                                             coordinates (h5py reads it without berg)
-and per image shard *_chunk-<index>_..._responses.h5 (responses, stimulus names, column coordinates).
+and per image shard *_chunk-<index>_..._responses.h5 (responses, stimulus names, column coordinates), under
+func/ for models of the brain's volume or surface and eeg/ (meg/) for sensor models (channels x time points).
 
 Names: task from the film or image set, space from the model card (a TemplateFlow template, or "individual" for
 a subject's own grid), desc (recording for predictors) from the model id and ROIs. Files BIDS does not define are

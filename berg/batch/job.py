@@ -15,7 +15,8 @@ YAML::
         model: OTHER_MODEL_ID           # an image model
         subjects: all
 
-Movie fields (films only): ``tr`` (required), ``n_scans``, ``hrf`` (spm, glover, none), ``slice_time_ref``,
+``selection`` takes ROI names, and channel names for sensor models (``{channels: [Oz, Pz]}``); masks are for the
+API. Movie fields (films only): ``tr`` (required), ``n_scans``, ``hrf`` (spm, glover, none), ``slice_time_ref``,
 ``sample_rate_hz`` (image models; 0 = every frame), ``clip_s`` and ``stride_s`` (video models). Image sets are cut
 into shards of ``shard_size`` images; ``task`` names an image set and ``desc`` overrides the model label in names.
 
@@ -35,7 +36,7 @@ from typing import Any
 from .. import validation
 from .._yaml import UnsafeYamlError, check_file_size, parse_yaml, read_yaml
 from ..config import PRECISIONS
-from ..errors import InvalidArgumentError, JobError, close_matches
+from ..errors import InvalidArgumentError, InvalidSelectionError, JobError, close_matches
 from ..registry import get_card
 
 ROW_DEFAULTS: dict[str, Any] = {
@@ -249,22 +250,32 @@ def _subjects(given, card, bad) -> tuple:
 
 
 def _selection(row: dict, card, bad) -> dict | None:
+    """The row's selection: ROI names, and the names the model's space selects by (sensors: ``channels``)."""
     if row["roi"] is not None and row["selection"] is not None:
         raise bad("roi", "give either roi (TSV) or selection (YAML), not both")
     selection = {"roi": row["roi"]} if row["roi"] is not None else row["selection"]
     if selection is None:
         return None
-    if not isinstance(selection, dict) or set(selection) != {"roi"}:
-        raise bad("selection", f"must be {{roi: NAME}} or {{roi: [NAMES]}} (voxel masks: use the API); "
-                               f"got {selection!r}")
-    names = selection["roi"] if isinstance(selection["roi"], list) else [selection["roi"]]
-    rois = list(card.rois)
-    for name in names:
-        if name not in rois:
-            raise bad("selection" if row["roi"] is None else "roi",
-                      f"{name!r} is not an ROI of {card.model_id!r}.{close_matches(name, rois)} Valid ROIs: "
-                      f"{', '.join(rois)}")
-    return {"roi": names[0] if len(names) == 1 else names}
+    space = card.space.space
+    keys = ("roi", *space.named_keys)
+    if not isinstance(selection, dict) or not selection or not set(selection) <= set(keys):
+        forms = " or ".join(f"{{{k}: [NAMES]}}" for k in keys)
+        raise bad("selection", f"must be {forms} (masks: use the API); got {selection!r}")
+    checked = dict(selection)
+    if "roi" in selection:
+        names = selection["roi"] if isinstance(selection["roi"], list) else [selection["roi"]]
+        rois = list(card.rois)
+        for name in names:
+            if name not in rois:
+                raise bad("selection" if row["roi"] is None else "roi",
+                          f"{name!r} is not an ROI of {card.model_id!r}.{close_matches(name, rois)} Valid ROIs: "
+                          f"{', '.join(rois)}")
+        checked["roi"] = names[0] if len(names) == 1 else names
+    try:
+        space.check_masks({k: v for k, v in checked.items() if k != "roi"}, card, card.subjects[0])
+    except InvalidSelectionError as exc:
+        raise bad("selection", str(exc)) from None
+    return checked
 
 
 _NUMBER_CHECKS = {

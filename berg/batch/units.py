@@ -1,7 +1,7 @@
 """Units of work: one film x model x subject, or one shard of images x model x subject, with their output names.
 
 Output names are BIDS derivatives, built by :func:`berg.writers.bids.bids_name` (entities in the specification's
-order) under ``sub-<label>/func/``:
+order) under ``sub-<label>/<datatype>/`` (``func``; ``eeg`` or ``meg`` for sensor models):
 
 =====================  ==============================================================================
 output                 name
@@ -172,7 +172,7 @@ def _row_units(job: Job, row: Row) -> list[Unit]:
                    f"({', '.join(IMAGE_SUFFIXES)}), videos ({', '.join(VIDEO_SUFFIXES)}), arrays (.npy, .h5)")
     if by_kind["film"] and opts["tr"] is None:
         raise fail(job.source, row.index, "tr", "films need the repetition time tr (s); got none")
-    image_suffix = card.space.space.image_suffix
+    image_suffix, datatype = card.space.space.image_suffix, card.space.space.datatype(card)
     if by_kind["film"] and image_suffix is None:
         raise fail(job.source, row.index, "stimuli", f"{str(by_kind['film'][0])!r} is a film, but {row.model!r} "
                    f"predicts {card.space.kind} outputs, which have no scanner time series; give images")
@@ -187,7 +187,7 @@ def _row_units(job: Job, row: Row) -> list[Unit]:
         task = opts["task"] if opts["task"] and len(by_kind["array"]) == 1 else path.stem
         sets.append((task, {"array": str(path), "dataset": opts["dataset"]}, _array_length(job, row, card, path)))
     films = [(opts["task"] if opts["task"] and len(by_kind["film"]) == 1 else f.stem, f) for f in by_kind["film"]]
-    desc = label(opts["desc"] or row.model + "".join(_roi_names(row.selection)))
+    desc = label(opts["desc"] or row.model + "".join(_selected_names(row.selection)))
     model_base = {"model_id": row.model, "selection": row.selection, "device": opts["device"],
                   "precision": opts["precision"],
                   "backbone_weights": None if opts["backbone_weights"] == "untrained" else opts["backbone_weights"]}
@@ -204,7 +204,7 @@ def _row_units(job: Job, row: Row) -> list[Unit]:
             units.append(Unit(uid=bids_name({**names, "desc": desc}), kind="film",
                               row=row.index, model=model, source={"path": str(path)},
                               options={k: opts[k] for k in MOVIE_OPTIONS},
-                              outputs={k: f"sub-{sub}/func/{v}" for k, v in outputs.items()}))
+                              outputs={k: f"sub-{sub}/{datatype}/{v}" for k, v in outputs.items()}))
         for task, source, n in sets:
             names = {"sub": sub, "task": _checked_label(job, row, task)}
             size = int(opts["shard_size"])
@@ -218,15 +218,17 @@ def _row_units(job: Job, row: Row) -> list[Unit]:
                 shard = {**names, "chunk": chunk, "desc": desc}
                 units.append(Unit(uid=bids_name(shard), kind="images", row=row.index,
                                   model=model, source=src, options={"batch_size": opts["batch_size"]},
-                                  outputs={"responses": f"sub-{sub}/func/"
+                                  outputs={"responses": f"sub-{sub}/{datatype}/"
                                                         + bids_name({**shard, "space": space}, "responses", ".h5")}))
     return units
 
 
-def _roi_names(selection: dict | None) -> list[str]:
-    if not selection:
-        return []
-    return selection["roi"] if isinstance(selection["roi"], list) else [selection["roi"]]
+def _selected_names(selection: dict | None) -> list[str]:
+    """The names a row's selection chooses (ROIs, then channels), for the outputs' ``desc``."""
+    names: list[str] = []
+    for value in (selection or {}).values():
+        names.extend(value if isinstance(value, list) else [value])
+    return names
 
 
 def _checked_label(job: Job, row: Row, text: str) -> str:

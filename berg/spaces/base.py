@@ -62,6 +62,8 @@ class OutputSpace:
         The registry name (``space.kind`` in cards, ``metadata["space"]["kind"]``).
     mask_keys : tuple of str
         Selection keys the space takes besides ``"roi"``.
+    named_keys : tuple of str
+        Those of ``mask_keys`` given as lists of names (short enough for job files).
     coordinate_names : tuple of str
         The per-column arrays of the space, as stored with the model and given in ``metadata["coordinates"]``.
     fill_value : float
@@ -72,6 +74,7 @@ class OutputSpace:
 
     kind: ClassVar[str] = ""
     mask_keys: ClassVar[tuple[str, ...]] = ()
+    named_keys: ClassVar[tuple[str, ...]] = ()
     coordinate_names: ClassVar[tuple[str, ...]] = ()
     fill_value: ClassVar[float] = float("nan")
     #: the suffix of the images a film's series is written as (None: the space has no images, films are refused)
@@ -122,6 +125,10 @@ class OutputSpace:
     def layout(self, meta: Any) -> dict[str, Any]:
         """Space-level descriptors of the subject's grid (the contract's ``layout``)."""
         raise NotImplementedError
+
+    def datatype(self, card: Any) -> str:
+        """The BIDS datatype folder the outputs of batch jobs go to (``func`` for images of the brain)."""
+        return "func"
 
     def coordinates(self, meta: Any, outputs: np.ndarray) -> dict[str, np.ndarray]:
         """Per-column coordinates of the chosen whole-brain ``outputs`` (the contract's ``coordinates``)."""

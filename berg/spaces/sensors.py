@@ -2,9 +2,11 @@
 
 Coordinates: ``repetition``, ``channel`` and ``time`` (n,) int indices. Layout: ``ch_names`` (the card's
 ``space.channels``), ``times`` (s, from the card's ``space.times``: ``{start, step, count}``) and
-``repetitions``. The whole-brain outputs are repetition-major, then channel, then time. Selection, as BERG's:
-``{"channels": [names, in the order wanted], "timepoints": binary (n_times,)}``. :func:`berg.encode` returns
-(n_stimuli, repetitions, channels, times) arrays.
+``repetitions``, and the card's optional ``space.montage`` (a montage MNE ships, such as ``standard_1005``). The
+whole-brain outputs are repetition-major, then channel, then time. Selection, as BERG's: ``{"channels": [names,
+in the order wanted], "timepoints": binary (n_times,)}``. :func:`berg.encode` returns (n_stimuli, repetitions,
+channels, times) arrays; :func:`berg.to_mne` turns them into MNE-Python ``Evoked`` objects. The space has no
+scanner images: films are refused.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class SensorSpace(OutputSpace):
 
     kind = "sensors"
     mask_keys = ("channels", "timepoints")
+    named_keys = ("channels",)
     coordinate_names = ("repetition", "channel", "time")
 
     @property
@@ -52,6 +55,10 @@ class SensorSpace(OutputSpace):
                 or not isinstance(times["count"], int) or times["count"] < 1 or not times["step"] > 0):
             raise ModelCardError(f"model card {card.path}: field 'space.times' must be {{start, step, count}} with "
                                  f"step > 0 and count >= 1; got {times!r}")
+        montage = self.spec.fields.get("montage")
+        if montage is not None and (not isinstance(montage, str) or not montage):
+            raise ModelCardError(f"model card {card.path}: field 'space.montage' is {montage!r}; expected the name "
+                                 "of a montage MNE ships (such as standard_1005)")
         repetitions = self.spec.fields.get("repetitions", 1)
         if not isinstance(repetitions, int) or isinstance(repetitions, bool) or repetitions < 1:
             raise ModelCardError(f"model card {card.path}: field 'space.repetitions' is {repetitions!r}; expected a "
@@ -115,7 +122,50 @@ class SensorSpace(OutputSpace):
                 raise ModelFormatError(f"{where}: {name!r} must lie in 0..{size - 1}, as the card's space says")
 
     def layout(self, meta: Any) -> dict[str, Any]:
-        return {"ch_names": self.channels, "times": self.times, "repetitions": self.repetitions}
+        layout = {"ch_names": self.channels, "times": self.times, "repetitions": self.repetitions}
+        if self.spec.fields.get("montage"):
+            layout["montage"] = self.spec.fields["montage"]
+        return layout
+
+    def datatype(self, card: Any) -> str:
+        """BIDS datatype folder of the outputs: the card's modality where BIDS has one (eeg, meg, ieeg)."""
+        return card.modality if card.modality in ("eeg", "meg", "ieeg") else "eeg"
+
+    @classmethod
+    def berg_view(cls, meta: Any, accuracy: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """BERG's ``{"eeg": {...}, "encoding_models": {...}}`` for a subject.
+
+        ``eeg``: ``ch_names`` and ``times`` (s). ``encoding_models``: ``correlation_single_repetitions``
+        (repetitions, channels, times) from the per-output ``correlation``, every ``*_averaged_repetitions``
+        accuracy as (channels, times), any other accuracy per repetition, and the stored image lists
+        (``train_img_info``, ``test_img_info``). NaN where the model has no output. Read from the layout stored
+        with the subject (``sensor_layout`` of its metadata).
+        """
+        stored = meta.info.get("sensor_layout")
+        if not isinstance(stored, dict):
+            raise KeyError("BERG's view needs the subject's stored 'sensor_layout' (channel names, times)")
+        channels, times = list(stored["ch_names"]), np.asarray(stored["times"], dtype=np.float64)
+        shape = (int(stored.get("repetitions", 1)), len(channels), times.size)
+        index = tuple(np.asarray(meta.arrays[n], dtype=np.int64) for n in cls.coordinate_names)
+        encoding_models: dict[str, Any] = {}
+        for name, values in accuracy.items():
+            grid = np.full(shape, np.nan)
+            grid[index] = values
+            if name.endswith("_averaged_repetitions"):
+                encoding_models[name] = np.nanmean(grid, axis=0) if np.isfinite(grid).any() else grid[0]
+            else:
+                encoding_models["correlation_single_repetitions" if name == "correlation" else name] = grid
+        encoding_models.update(meta.info.get("image_info") or {})
+        return {"eeg": {"ch_names": channels, "times": times}, "encoding_models": encoding_models}
+
+    @classmethod
+    def plot(cls, values: np.ndarray, metadata: Mapping, title: str | None = None, latencies: Any = None):
+        """A butterfly plot of every channel's repetition-averaged time course and topomaps at ``latencies`` (s;
+        default the three highest peaks of the global field power after onset), with the card's montage. Returns a
+        matplotlib Figure."""
+        from .mne_export import butterfly_figure
+
+        return butterfly_figure(values, metadata, title=title, latencies=latencies)
 
     @classmethod
     def arrange(cls, responses: np.ndarray, metadata: Mapping) -> np.ndarray:

@@ -24,10 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingFilesError, ModelFormatError
-from .legacy import _field, fold_projection, legacy_files, load_legacy_npy
-from .native import (NativeFormat, SubjectMetadata, native_complete, projection_path, readout_path, save_arrays,
-                     write_subject_metadata)
+from ..errors import ModelFormatError
+from .legacy import BergSubjectPairFormat, _field, fold_projection, load_legacy_npy
+from .native import SubjectMetadata, projection_path, readout_path, save_arrays, write_subject_metadata
 
 _SPLITS = ("train_img_num", "val_img_num", "test_img_num")
 HEMISPHERES = ("lh", "rh")  # BERG's key prefixes, left first: the order of the outputs
@@ -78,71 +77,44 @@ def _accuracy(encoding: dict, n: int, path: Path) -> tuple[dict[str, np.ndarray]
     return {f"accuracy.{k}": v.astype(np.float32) for k, v in arrays.items()}, units
 
 
-def convert_hemispheres(model_dir: str | Path, card: Any, subject: int) -> None:
-    """Convert one subject's BERG files to native files (once; see the module docstring).
-
-    Raises
-    ------
-    MissingFilesError
-        A BERG file is not on disk.
-    UnsafePickleError, ModelFormatError
-        A file is unsafe or does not match the card.
-    """
-    model_dir, subject = Path(model_dir), card.check_subject(subject)
-    if native_complete(model_dir, card, subject):
-        return
-    rels = legacy_files(card, subject)
-    if len(rels) != 2:
-        raise ModelFormatError(f"model card {card.path}: 'legacy_files' must name two per-subject files (weights, "
-                               f"metadata) and no shared one; got {rels}")
-    missing = [r for r in rels if not (model_dir / r).is_file()]
-    if missing:
-        raise MissingFilesError(f"model {card.model_id!r}, subject {subject}: missing BERG files {missing} under "
-                                f"{model_dir}")
-    weights_path, meta_path = (model_dir / r for r in rels)
-    meta, meta_sha = load_legacy_npy(meta_path)
-    weights, weights_sha = load_legacy_npy(weights_path)
-    n = card.space.space.n_vertices
-    projection = fold_projection(_field(weights, "scaler_param", weights_path),
-                                 _field(weights, "pca_param", weights_path), card, weights_path, centred=True)
-    k = projection["bias"].shape[0]
-    coef, intercept = [], []
-    for h in HEMISPHERES:
-        reg = _field(weights, f"{h}_reg_param", weights_path)
-        c = np.asarray(_field(reg, "coef_", weights_path))
-        b = np.asarray(_field(reg, "intercept_", weights_path)).reshape(-1)
-        if c.shape != (n, k) or b.shape != (n,):
-            raise ModelFormatError(f"{weights_path}: {h}_reg_param coef_ {c.shape} and intercept_ {b.shape} do not "
-                                   f"match ({n}, {k}) and ({n},)")
-        coef.append(c.astype(np.float32))
-        intercept.append(b.astype(np.float32))
-    del weights
-    weight, bias = np.concatenate(coef), np.concatenate(intercept)
-    if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
-        raise ModelFormatError(f"{weights_path}: the regressions hold NaN or infinite values")
-    fmri, encoding = _field(meta, "fmri", meta_path), _field(meta, "encoding_models", meta_path)
-    accuracy, units = _accuracy(encoding, n, meta_path)
-    rois = _rois(fmri, card.space.template, card, n, meta_path)
-    arrays = {"hemisphere": np.repeat(np.arange(2, dtype=np.int8), n), "vertex": np.tile(np.arange(n, dtype=np.int32), 2),
-              "row_voxel": np.arange(2 * n, dtype=np.int64), **rois, **accuracy,
-              "descriptor.ncsnr": _hemisphere_arrays(fmri, "ncsnr", n, "fmri", meta_path).astype(np.float32),
-              **{f"descriptor.{name}": np.asarray(encoding[name]) for name in _SPLITS if name in encoding}}
-    sources = {rels[0]: weights_sha, rels[1]: meta_sha}
-    save_arrays(projection_path(model_dir, subject), projection)
-    save_arrays(readout_path(model_dir, subject), {"weight": weight, "bias": bias})
-    info = {"model_id": card.model_id, "subject": subject, "n_voxels": 2 * n, "n_rows": 2 * n,
-            "space": card.space.as_dict(), "rois": [name[4:] for name in rois], "accuracy": units,
-            "provenance": {"converted_from": "BERG legacy files", "sources": sources}}
-    write_subject_metadata(model_dir, subject, SubjectMetadata(info=info, arrays=arrays))
-
-
-class BergHemispheresFormat(NativeFormat):
+class BergHemispheresFormat(BergSubjectPairFormat):
     """BERG's per-subject scaler -> PCA -> per-hemisphere regression files (see the module docstring)."""
 
     name = "berg-pca-hemispheres"
 
-    def source_files(self, card: Any, subject: int) -> list[str]:
-        return legacy_files(card, subject)
-
-    def prepare(self, card: Any, berg_dir: Path, subject: int) -> None:
-        convert_hemispheres(Path(berg_dir) / card.folder, card, subject)
+    def convert(self, model_dir: Path, card: Any, subject: int, rels: list[str], weights_path: Path,
+                meta_path: Path) -> None:
+        meta, meta_sha = load_legacy_npy(meta_path)
+        weights, weights_sha = load_legacy_npy(weights_path)
+        n = card.space.space.n_vertices
+        projection = fold_projection(_field(weights, "scaler_param", weights_path),
+                                     _field(weights, "pca_param", weights_path), card, weights_path, centred=True)
+        k = projection["bias"].shape[0]
+        coef, intercept = [], []
+        for h in HEMISPHERES:
+            reg = _field(weights, f"{h}_reg_param", weights_path)
+            c = np.asarray(_field(reg, "coef_", weights_path))
+            b = np.asarray(_field(reg, "intercept_", weights_path)).reshape(-1)
+            if c.shape != (n, k) or b.shape != (n,):
+                raise ModelFormatError(f"{weights_path}: {h}_reg_param coef_ {c.shape} and intercept_ {b.shape} do not "
+                                       f"match ({n}, {k}) and ({n},)")
+            coef.append(c.astype(np.float32))
+            intercept.append(b.astype(np.float32))
+        del weights
+        weight, bias = np.concatenate(coef), np.concatenate(intercept)
+        if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
+            raise ModelFormatError(f"{weights_path}: the regressions hold NaN or infinite values")
+        fmri, encoding = _field(meta, "fmri", meta_path), _field(meta, "encoding_models", meta_path)
+        accuracy, units = _accuracy(encoding, n, meta_path)
+        rois = _rois(fmri, card.space.template, card, n, meta_path)
+        arrays = {"hemisphere": np.repeat(np.arange(2, dtype=np.int8), n),
+                  "vertex": np.tile(np.arange(n, dtype=np.int32), 2), "row_voxel": np.arange(2 * n, dtype=np.int64), **rois, **accuracy,
+                  "descriptor.ncsnr": _hemisphere_arrays(fmri, "ncsnr", n, "fmri", meta_path).astype(np.float32),
+                  **{f"descriptor.{name}": np.asarray(encoding[name]) for name in _SPLITS if name in encoding}}
+        sources = {rels[0]: weights_sha, rels[1]: meta_sha}
+        save_arrays(projection_path(model_dir, subject), projection)
+        save_arrays(readout_path(model_dir, subject), {"weight": weight, "bias": bias})
+        info = {"model_id": card.model_id, "subject": subject, "n_voxels": 2 * n, "n_rows": 2 * n,
+                "space": card.space.as_dict(), "rois": [name[4:] for name in rois], "accuracy": units,
+                "provenance": {"converted_from": "BERG legacy files", "sources": sources}}
+        write_subject_metadata(model_dir, subject, SubjectMetadata(info=info, arrays=arrays))

@@ -106,6 +106,27 @@ def legacy_files(card: Any, subject: int) -> list[str]:
     return list(files["shared"]) + [f.replace("{SS}", f"{int(subject):02d}") for f in files["subject"]]
 
 
+def subject_file_pair(model_dir: Path, card: Any, subject: int) -> tuple[list[str], Path, Path]:
+    """The relative names and paths of a subject's two BERG files (weights, then metadata), checked on disk.
+
+    Raises
+    ------
+    ModelFormatError
+        The card's ``legacy_files`` do not name exactly two per-subject files.
+    MissingFilesError
+        A file is not on disk.
+    """
+    rels = legacy_files(card, subject)
+    if len(rels) != 2:
+        raise ModelFormatError(f"model card {card.path}: 'legacy_files' must name two per-subject files (weights, "
+                               f"metadata) and no shared one; got {rels}")
+    missing = [r for r in rels if not (model_dir / r).is_file()]
+    if missing:
+        raise MissingFilesError(f"model {card.model_id!r}, subject {subject}: missing BERG files {missing} under "
+                                f"{model_dir}")
+    return rels, model_dir / rels[0], model_dir / rels[1]
+
+
 def _field(obj: Any, key: str, path: Path) -> Any:
     if not isinstance(obj, dict) or key not in obj:
         have = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
@@ -255,3 +276,33 @@ class BergSvdFormat(NativeFormat):
 
     def prepare(self, card: Any, berg_dir: Path, subject: int) -> None:
         convert_bmd_legacy(Path(berg_dir) / card.folder, card, subject)
+
+
+class BergSubjectPairFormat(NativeFormat):
+    """BERG's two pickled files per subject (weights, then metadata, named by the card's ``legacy_files``),
+    converted once into native files by a subclass's :meth:`convert`."""
+
+    def source_files(self, card: Any, subject: int) -> list[str]:
+        return legacy_files(card, subject)
+
+    def prepare(self, card: Any, berg_dir: Path, subject: int) -> None:
+        """Convert the subject's files unless its native files exist.
+
+        Raises
+        ------
+        MissingFilesError
+            A BERG file is not on disk.
+        UnsafePickleError, ModelFormatError
+            A file is unsafe or does not match the card.
+        """
+        model_dir, subject = Path(berg_dir) / card.folder, card.check_subject(subject)
+        if native_complete(model_dir, card, subject):
+            return
+        rels, weights_path, meta_path = subject_file_pair(model_dir, card, subject)
+        self.convert(model_dir, card, subject, rels, weights_path, meta_path)
+
+    def convert(self, model_dir: Path, card: Any, subject: int, rels: list[str], weights_path: Path,
+                meta_path: Path) -> None:
+        """Write the subject's native files from its two BERG files (``rels``: their names in the folder)."""
+        raise NotImplementedError
+
