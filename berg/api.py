@@ -56,12 +56,19 @@ def _checked_request(model_id: str, subject, selection, berg_dir: Path) -> tuple
     return card, subject
 
 
-def _check_options(subject, device, sigma_mm, precision, **flags) -> None:
-    """The loading options of :func:`get_encoding_model`, checked before anything is fetched."""
+def _many(subject) -> bool:
+    """True when ``subject`` asks for several subjects (a list, a tuple or ``"all"``)."""
+    return isinstance(subject, (list, tuple)) or (isinstance(subject, str) and subject.strip().lower() == "all")
+
+
+def _check_options(subjects, device, sigma_mm, precision, **flags) -> None:
+    """The loading options of :func:`get_encoding_model` for a list of subjects, checked before anything is
+    fetched."""
     validation.device_name("device", device)
     validation.choice("precision", precision, PRECISIONS)
     validation.positive_number("sigma_mm", sigma_mm, allow_zero=True, unit="mm", allow_none=True)
-    if sigma_mm is not None and subject != "group":
+    subject = subjects[0] if len(subjects) == 1 else subjects
+    if sigma_mm is not None and "group" not in subjects:
         raise InvalidArgumentError(f"sigma_mm={sigma_mm!r} is not valid for subject={subject!r}: "
                                    "expected None (sigma_mm applies to subject='group' only).")
     for name, value in flags.items():
@@ -107,7 +114,7 @@ def get_encoding_model(model_id: str, *, subject: int | str, selection: dict | N
                        berg_dir: str | os.PathLike | None = None, sigma_mm: float | None = None,
                        precision: str = "float32", channels_last: bool = False, compile: bool = False
                        ) -> EncodingModel:
-    """Load one subject's encoding model.
+    """Load one subject's encoding model, or several subjects' on one backbone.
 
     The request (model id, subject, selection keys, ROI names, voxel-mask length) is checked against the model
     card before any file is read, fetched or written.
@@ -116,9 +123,12 @@ def get_encoding_model(model_id: str, *, subject: int | str, selection: dict | N
     ----------
     model_id : str
         A model in the zoo (:func:`list_models`).
-    subject : int or "group"
+    subject : int, "group", list of them, or "all"
         Required. A subject the card lists (``"group"`` where the model offers a group-level prediction). Files
         the subject needs are fetched from the card's sources (S3, PyPI) when missing, unless ``BERG_OFFLINE=1``.
+        A list (or ``"all"``, the card's subjects) gives a :class:`~berg.shared_backbone.SharedBackboneModel`:
+        one backbone pass (and one pass of a projection the subjects share) for all of them; ``encode`` then
+        returns ``{subject: responses}``, each equal to that subject's own model's.
     selection : dict, optional
         ``{"roi": name}``, ``{"roi": [names]}``, or the masks of the model's space: ``{"voxels": binary
         (n_voxels,) vector}`` for volumes, ``{"lh_vertices": ..., "rh_vertices": ...}`` (binary, per hemisphere)
@@ -144,15 +154,25 @@ def get_encoding_model(model_id: str, *, subject: int | str, selection: dict | N
         Run the backbone through ``torch.compile`` (a slow first batch, then faster on GPUs).
     """
     from .encoder import load_encoding_model
+    from .shared_backbone import load_subjects
 
     berg_dir = _dir(berg_dir)
-    card, subject = _checked_request(model_id, subject, selection, berg_dir)
-    _check_options(subject, device, sigma_mm, precision, verify_hash=verify_hash, channels_last=channels_last,
+    if _many(subject):
+        card = registry.get_card(model_id, berg_dir)
+        subjects = [_checked_request(model_id, s, selection, berg_dir)[1] for s in card.check_subjects(subject)]
+    else:
+        card, subject = _checked_request(model_id, subject, selection, berg_dir)
+        subjects = [subject]
+    _check_options(subjects, device, sigma_mm, precision, verify_hash=verify_hash, channels_last=channels_last,
                    compile=compile)
-    ensure_model_files(card, berg_dir, subject)
-    return load_encoding_model(card, berg_dir, subject, selection=selection, device=device,
-                               backbone_weights=backbone_weights, verify_hash=verify_hash, sigma_mm=sigma_mm,
-                               precision=precision, channels_last=channels_last, compile=compile)
+    for one in subjects:
+        ensure_model_files(card, berg_dir, one)
+    options = {"selection": selection, "device": device, "backbone_weights": backbone_weights,
+               "verify_hash": verify_hash, "sigma_mm": sigma_mm, "precision": precision,
+               "channels_last": channels_last, "compile": compile}
+    if not _many(subject):
+        return load_encoding_model(card, berg_dir, subject, **options)
+    return load_subjects(card, berg_dir, subjects, **options)
 
 
 class BERG:

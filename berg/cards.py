@@ -253,6 +253,19 @@ class ModelCard:
             f"{', '.join(map(str, valid))}"
         )
 
+    def check_subjects(self, subjects: Any) -> list[int | str]:
+        """``"all"`` (the card's subjects) or a list of distinct subjects, normalised; else
+        :class:`InvalidSubjectError`."""
+        if isinstance(subjects, str) and subjects.strip().lower() == "all":
+            return list(self.subjects)
+        if isinstance(subjects, (str, bytes)) or not isinstance(subjects, (list, tuple)) or not subjects:
+            raise InvalidSubjectError(f"subject={subjects!r} is not valid for model {self.model_id!r}: give one "
+                                      "subject, a non-empty list of them, or 'all'")
+        checked = [self.check_subject(s) for s in subjects]
+        if len(set(checked)) != len(checked):
+            raise InvalidSubjectError(f"subject={list(subjects)!r} names a subject twice; give each once")
+        return checked
+
     def to_dict(self) -> dict[str, Any]:
         """A deep copy of the card's content."""
         return copy.deepcopy(self.data)

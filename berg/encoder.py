@@ -157,7 +157,15 @@ class EncodingModel(torch.nn.Module):
             blocks = [] if (tail := buffer.flush()) is None else [tail]
         else:
             blocks = list(buffer.push(self._features(self._prepared(staged))))
-        return [block.float().cpu().numpy() for block in blocks]
+        return [self._host(block) for block in blocks]
+
+    def _host(self, block: torch.Tensor) -> np.ndarray:
+        """A readout block as float32 numpy on the host."""
+        return block.float().cpu().numpy()
+
+    def output_members(self) -> dict[Any, tuple[int, ModelMetadata]]:
+        """``{key: (n_outputs, metadata)}`` of the models this one answers for: ``{None: ...}`` for itself alone."""
+        return {None: (self.n_outputs, self.metadata)}
 
     def predict(self, batch, *, readout_mb: float = DEFAULT_READOUT_MB) -> np.ndarray:
         """Responses (B, n_outputs) float32 for one batch given in any accepted stimulus form (see :func:`encode`)."""
@@ -184,10 +192,11 @@ def encode(model: EncodingModel, stimulus, *, return_metadata: bool = False, sho
         Show a progress bar over stimuli (on by default, as in BERG).
     batch_size : int, optional
         Stimuli per forward pass (default 32 images or 2 clips).
-    out : array-like, optional
+    out : array-like, or dict of them for several models, optional
         Where to write the responses, batch by batch: anything of shape (n_stimuli, n_outputs) that takes slice
         assignment (a numpy array or memmap, an ``h5py`` dataset), so memory does not grow with the number of
-        stimuli. Default: a new float32 array.
+        stimuli; for a model of several subjects (:class:`~berg.shared_backbone.SharedBackboneModel`), one per
+        subject, ``{subject: array}``. Default: new float32 arrays.
     readout_mb : float
         Memory bound of a readout batch in MiB, on the model's device (default 256). Backbone features of
         successive batches are gathered until this bound and the readout is applied once to all of them: on a
@@ -201,6 +210,9 @@ def encode(model: EncodingModel, stimulus, *, return_metadata: bool = False, sho
         (n_stimuli, repetitions, channels, times) for sensors. ``out``, when given, holds the (n_stimuli,
         n_outputs) columns in the metadata's column order.
     metadata : ModelMetadata, only with ``return_metadata=True``
+
+    A model of several subjects gives ``{subject: responses}`` (and ``{subject: metadata}``), from one backbone
+    pass; each subject's responses are those its own model gives.
     """
     if not isinstance(model, EncodingModel):
         raise InvalidArgumentError(f"model={type(model).__name__} is not valid: pass an EncodingModel from "
@@ -210,13 +222,8 @@ def encode(model: EncodingModel, stimulus, *, return_metadata: bool = False, sho
     validation.flag("return_metadata", return_metadata)
     validation.flag("show_progress", show_progress)
     stimuli = as_stimulus_set(stimulus, kind, model.n_frames)
-    if out is None:
-        responses = np.empty((stimuli.n, model.n_outputs), dtype=np.float32)
-    elif tuple(getattr(out, "shape", ())) != (stimuli.n, model.n_outputs):
-        raise InvalidArgumentError(f"out has shape {tuple(getattr(out, 'shape', ()))}; it must be "
-                                   f"({stimuli.n}, {model.n_outputs}) for these stimuli and this model")
-    else:
-        responses = out
+    members = model.output_members()
+    targets = _targets(out, {key: size for key, (size, _) in members.items()}, stimuli.n)
     readout_capacity(model.readout, readout_mb)  # a bad bound fails before any work
 
     # the next batch is decoded (and, on the CPU, preprocessed) in a background thread while one is computed
@@ -236,12 +243,34 @@ def encode(model: EncodingModel, stimulus, *, return_metadata: bool = False, sho
             tqdm(total=stimuli.n, disable=not show_progress, unit=kind) as bar:
         done = 0
         for block in model.predict_staged(staged(pool), readout_mb=readout_mb):
-            responses[done:done + len(block)] = block
-            done += len(block)
-    metadata = model.metadata
-    if out is None:
-        responses = space_of(metadata).arrange(responses, metadata)
+            parts = block if isinstance(block, dict) else {None: block}
+            for key, part in parts.items():
+                targets[key][done:done + len(part)] = part
+            done += len(next(iter(parts.values())))
+    responses = {key: targets[key] if out is not None else space_of(meta).arrange(targets[key], meta)
+                 for key, (_, meta) in members.items()}
+    metadata = {key: meta for key, (_, meta) in members.items()}
+    if list(members) == [None]:
+        responses, metadata = responses[None], metadata[None]
     return (responses, metadata) if return_metadata else responses
+
+
+def _targets(out, sizes: Mapping[Any, int], n: int) -> dict[Any, Any]:
+    """Where each model's (n, n_outputs) responses go: ``out`` checked (one array, or one per key of ``sizes``), or
+    new float32 arrays."""
+    if out is None:
+        return {key: np.empty((n, size), dtype=np.float32) for key, size in sizes.items()}
+    given = {None: out} if list(sizes) == [None] else out
+    if not isinstance(given, Mapping) or set(given) != set(sizes):
+        raise InvalidArgumentError(f"out={type(out).__name__} is not valid for a model of several subjects: give a dict "
+                                   f"with one array per subject, keys {sorted(sizes, key=str)}")
+    for key, size in sizes.items():
+        shape = tuple(getattr(given[key], "shape", ()))
+        if shape != (n, size):
+            where = "out" if key is None else f"out[{key!r}]"
+            raise InvalidArgumentError(f"{where} has shape {shape}; it must be ({n}, {size}) for these stimuli and "
+                                       "this model")
+    return dict(given)
 
 
 def _readout(arrays: ReadoutArrays, node_dims: Mapping[str, int], post=None) -> Readout:
@@ -280,10 +309,11 @@ def _subject_model(card: ModelCard, model_format, model_dir: Path, subject: int,
 
 def load_encoding_model(card: ModelCard, berg_dir: Path, subject, *, selection=None, device="auto",
                         backbone_weights="default", verify_hash: bool = True, sigma_mm: float | None = None,
-                        precision: str = "float32", channels_last: bool = False, compile: bool = False
-                        ) -> EncodingModel:
+                        precision: str = "float32", channels_last: bool = False, compile: bool = False,
+                        extractor: FeatureExtractor | None = None) -> EncodingModel:
     """Build an :class:`EncodingModel` from the model's files under ``berg_dir`` (read by the card's format); the
-    options are those of :func:`berg.get_encoding_model`, which checks them first."""
+    options are those of :func:`berg.get_encoding_model`, which checks them first. ``extractor``: a feature
+    extractor built for the same card and options, to use instead of building one."""
     from .card_registries import model_format
 
     subject = card.check_subject(subject)
@@ -294,8 +324,9 @@ def load_encoding_model(card: ModelCard, berg_dir: Path, subject, *, selection=N
         readout, columns = _group_model(card, reader, model_dir, selection, sigma_mm)
     else:
         readout, columns = _subject_model(card, reader, model_dir, subject, selection)
-    extractor = build_feature_extractor(card, backbone_weights, verify_hash, device)
-    extractor.set_execution(channels_last=channels_last, compile=compile)
+    if extractor is None:
+        extractor = build_feature_extractor(card, backbone_weights, verify_hash, device)
+        extractor.set_execution(channels_last=channels_last, compile=compile)
     backbone = {"architecture": card.backbone.architecture, **extractor.weights_identity,
                 "precision": precision, "channels_last": channels_last, "compiled": compile}
     # which version of the model's files this is (a resumed film refuses samples made with other files)

@@ -26,42 +26,35 @@ import functools
 import logging
 import math
 import os
-import tempfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from scipy.signal import butter, sosfiltfilt
 from tqdm import tqdm
 
 from . import baselines as _baselines
-from . import sinks
 from . import validation
-from ._io import check_room, file_identity
+from ._io import file_identity
 from .errors import IncompatibleModelError, InvalidArgumentError
-from .hrf import hrf_kernel
-from .metadata import columns_digest
+from .film_record import FilmRecord, MovieResult
+from .hrf import scan_times, to_scans
 from .video import clip_plan, iter_clips, iter_frames, probe
 from .writers import writer_for
-from .writers.sidecars import write_series_sidecars
+
+__all__ = ["MovieModel", "MovieResult", "predict_movie", "scan_times", "to_scans"]
+
 
 log = logging.getLogger(__name__)
 
-OVERSAMPLING = 50
 HRF_MODELS = ("spm", "glover", None)
-_LOWPASS_ORDER = 5
-_LOWPASS_PAD_TR = 16  # the zero-phase low-pass impulse response has decayed below 1e-6 of its peak by then
-_SCAN_BLOCK = 128
-_BLOCK_BYTES = 64 << 20
 
 
 class MovieModel(Protocol):
-    """What :func:`predict_movie` needs from a model; :class:`~berg.encoder.EncodingModel` has it all.
+    """What :func:`predict_movie` needs from a model; :class:`~berg.encoder.EncodingModel` has it all (and
+    ``output_members``, the models it answers for, with which ``predict_staged`` yields ``{key: block}``).
 
     ``stage`` runs in the decoding thread on uint8 frames (B, H, W, 3) or clips (B, T, H, W, 3); ``predict_staged``
     answers the staged batches in order with float32 (n, n_outputs) blocks, which may group samples its own way,
@@ -84,110 +77,6 @@ class MovieModel(Protocol):
 
     def predict_staged(self, staged: Iterable[Any], *, flush_after_s: float | None = None
                        ) -> Iterator[np.ndarray]: ...
-
-
-@dataclass
-class MovieResult:
-    """What :func:`predict_movie` returns.
-
-    Attributes
-    ----------
-    bold : numpy.ndarray
-        (n_scans, n_outputs) float32 predicted BOLD at ``frame_times``, model units (HRF has unit area).
-    frame_times : numpy.ndarray
-        (n_scans,) float64 acquisition times (s).
-    sample_times : numpy.ndarray
-        (n_samples,) float64 sample time stamps (s).
-    samples : numpy.ndarray or None
-        (n_samples, n_outputs) float32 encoder responses per sample; None when an HDF5 output holds them
-        (read it with :func:`berg.sinks.read_h5`).
-    baselines : dict
-        name -> (n_samples,) float32 per-sample baselines.
-    baselines_tr : dict
-        name -> (n_scans,) float32 baselines convolved and resampled like ``bold``.
-    metadata : dict
-        The model's metadata contract (:class:`~berg.metadata.ModelMetadata`, as a dict) plus the timing
-        parameters: ``tr``, ``n_scans``, ``slice_time_ref``, ``hrf``, ``n_samples``, ``hold_s``,
-        ``hold_offset_s``, ``baseline_units`` and the sampling parameters.
-    outputs : list of pathlib.Path
-        Files written.
-    """
-
-    bold: np.ndarray
-    frame_times: np.ndarray
-    sample_times: np.ndarray
-    samples: np.ndarray | None
-    baselines: dict = field(default_factory=dict)
-    baselines_tr: dict = field(default_factory=dict)
-    metadata: dict = field(default_factory=dict)
-    outputs: list = field(default_factory=list)
-
-
-def scan_times(n_scans: int, tr: float, slice_time_ref: float = 0.0) -> np.ndarray:
-    """Acquisition times ``(k + slice_time_ref) * tr`` (s), float64 (n_scans,)."""
-    return (np.arange(int(n_scans), dtype=np.float64) + float(slice_time_ref)) * float(tr)
-
-
-@lru_cache(maxsize=8)
-def _kernel_cdf(tr: float, hrf: str | None) -> tuple[float, float, np.ndarray]:
-    """Cumulative sum of the HRF-then-low-pass kernel on a grid of ``tr / OVERSAMPLING``: ``(u0, dt, K)``."""
-    dt = tr / OVERSAMPLING
-    if hrf is None:
-        h = np.ones(1)
-    else:
-        h = hrf_kernel(hrf, tr, OVERSAMPLING)
-    pad = _LOWPASS_PAD_TR * OVERSAMPLING
-    x = np.zeros(2 * pad + h.size)
-    x[pad:pad + h.size] = h / h.sum()
-    sos = butter(_LOWPASS_ORDER, 1.0 / OVERSAMPLING, output="sos")
-    k = sosfiltfilt(sos, x, padtype=None)
-    return -pad * dt, dt, np.cumsum(k)
-
-
-def to_scans(sample_times: np.ndarray, values, frame_times: np.ndarray, tr: float, hrf: str | None,
-             hold_s: float, hold_offset_s: float = 0.0) -> np.ndarray:
-    """Convolve a sampled series with the HRF and read it at scan times (see the module docstring).
-
-    Parameters
-    ----------
-    sample_times : numpy.ndarray
-        (n_samples,) increasing sample times (s).
-    values : array-like
-        (n_samples,) or (n_samples, n_cols) values; numpy array or h5py dataset (read in blocks).
-    frame_times : numpy.ndarray
-        (n_scans,) times to read the result at (s).
-    tr : float
-        Repetition time (s): sets the kernel grid and the anti-alias cutoff.
-    hrf : {"spm", "glover", None}
-        None skips the HRF (low-pass and resampling only).
-    hold_s, hold_offset_s : float
-        Each sample stands for ``[t + hold_offset_s, t + hold_offset_s + hold_s)``.
-
-    Returns
-    -------
-    numpy.ndarray
-        float32, (n_scans,) or (n_scans, n_cols).
-    """
-    u0, dt, cdf = _kernel_cdf(float(tr), hrf)
-    grid = u0 + dt * np.arange(cdf.size)
-    starts = np.asarray(sample_times, dtype=np.float64) + hold_offset_s
-    frame_times = np.asarray(frame_times, dtype=np.float64)
-    one_d = len(values.shape) == 1
-    n_cols = 1 if one_d else values.shape[1]
-    out = np.zeros((frame_times.size, n_cols), dtype=np.float32)
-    for s0 in range(0, frame_times.size, _SCAN_BLOCK):
-        t = frame_times[s0:s0 + _SCAN_BLOCK]
-        i0 = int(np.searchsorted(starts, t.min() - grid[-1] - hold_s, "left"))
-        i1 = int(np.searchsorted(starts, t.max() - grid[0], "right"))
-        if i1 <= i0:
-            continue
-        tau = t[:, None] - starts[None, i0:i1]
-        weights = (np.interp(tau, grid, cdf, left=0.0) - np.interp(tau - hold_s, grid, cdf, left=0.0)).astype(np.float32)
-        width = max(1, _BLOCK_BYTES // (4 * (i1 - i0)))
-        for c0 in range(0, n_cols, width):
-            block = values[i0:i1] if one_d else values[i0:i1, c0:c0 + width]
-            out[s0:s0 + t.size, c0:c0 + width] = weights @ np.asarray(block, dtype=np.float32).reshape(i1 - i0, -1)
-    return out[:, 0] if one_d else out
 
 
 def _batched(stream: Iterable[tuple[float, np.ndarray]], size: int, names: Sequence[str], is_clip: bool,
@@ -231,8 +120,13 @@ def _answered(batches: Iterator[tuple[np.ndarray, object, dict]], predict_staged
             yield batch
 
     for responses in predict_staged(prepared()):
-        responses = np.asarray(responses, dtype=np.float32)
-        parts, n = [], len(responses)
+        if isinstance(responses, dict):  # several models' blocks for the same samples
+            responses = {key: np.asarray(block, dtype=np.float32) for key, block in responses.items()}
+            n = len(next(iter(responses.values())))
+        else:
+            responses = np.asarray(responses, dtype=np.float32)
+            n = len(responses)
+        parts = []
         while n > 0 and pending:
             times, low_level = pending.popleft()
             if len(times) > n:
@@ -276,6 +170,19 @@ def _check_series_model(metadata: Mapping) -> None:
             f"model={metadata.get('model_id')!r} predicts {space.kind} outputs (a time course after each image), "
             "not brain images sampled by a scanner, so a film has no BOLD series for it; give this model images "
             "with berg.encode (a film's frames, for example)")
+
+
+def _member_outputs(output, members: Mapping) -> list:
+    """The ``output`` of each model answered for: the argument itself for one model; for several, the entries of
+    a ``{key: path or paths}`` dict (a model missing from it writes nothing)."""
+    if list(members) == [None]:
+        return [output]
+    if output is None:
+        return [None] * len(members)
+    if not isinstance(output, Mapping) or not set(output) <= set(members):
+        raise InvalidArgumentError(f"output={output!r} is not valid for a model of several subjects: give a dict "
+                                   f"{{subject: path or paths}} with keys among {list(members)}")
+    return [output.get(key) for key in members]
 
 
 def _outputs(output, metadata: Mapping) -> list[tuple[Path, Any]]:
@@ -328,7 +235,8 @@ def predict_movie(model: MovieModel, video: str | os.PathLike, *, tr: float, n_s
     output : path or list of paths or None
         Files to write, kind by extension (:mod:`berg.writers`): ``.nii``/``.nii.gz`` (4D volume, volume models),
         ``.func.gii`` (one GIFTI per hemisphere, surface models), ``.h5``/``.hdf5`` (everything),
-        ``.tsv``/``.tsv.gz`` (ROI-mean predictors + JSON sidecar).
+        ``.tsv``/``.tsv.gz`` (ROI-mean predictors + JSON sidecar). For a model of several subjects
+        (:class:`~berg.shared_backbone.SharedBackboneModel`), ``{subject: path or paths}``.
     resume : bool
         Continue an interrupted run with the same parameters from its in-progress HDF5 file.
     show_progress : bool
@@ -338,18 +246,22 @@ def predict_movie(model: MovieModel, video: str | os.PathLike, *, tr: float, n_s
 
     Returns
     -------
-    MovieResult
+    MovieResult, or dict of them
+        ``{subject: MovieResult}`` for a model of several subjects: the film decoded once and the backbone run
+        once, each subject's series those of its own model.
     """
-    meta = dict(model.metadata)
-    _check_series_model(meta)
+    members = (model.output_members() if hasattr(model, "output_members")
+               else {None: (model.n_outputs, model.metadata)})
+    for _, meta in members.values():
+        _check_series_model(meta)
     tr, n_scans, slice_time_ref, hrf, sample_rate_hz, clip_s, stride_s, batch_size = _check_args(
         tr, n_scans, slice_time_ref, hrf, sample_rate_hz, clip_s, stride_s, batch_size)
     validation.flag("resume", resume)
     validation.flag("show_progress", show_progress)
     names = _baselines.check_names(baselines)
-    outputs = _outputs(output, meta)
-    paths = [p for p, _ in outputs]
-    if resume and not paths:
+    outputs = {key: _outputs(given, meta) for (key, (_, meta)), given in zip(members.items(),
+                                                                              _member_outputs(output, members))}
+    if resume and not all(outputs.values()):
         raise InvalidArgumentError("resume=True needs an output path (the run's progress is kept beside it); give output=.")
     info = probe(video)
     is_clip = model.stimulus_kind == "video"
@@ -368,33 +280,21 @@ def predict_movie(model: MovieModel, video: str | os.PathLike, *, tr: float, n_s
         n_total = info.n_frames if rate is None else math.ceil(info.duration_s * rate - 1e-9)
         hold_s, hold_offset_s = 1.0 / (rate or info.fps), 0.0
         sampling = {"sample_rate_hz": rate}
-    # everything the samples depend on: a resumed run refuses a partial file made under any other value
-    params = {"model_id": meta.get("model_id"), "subject": meta.get("subject"), "n_outputs": int(model.n_outputs),
-              "columns": columns_digest(meta), "backbone": meta.get("backbone"),
-              "model_files": (meta.get("provenance") or {}).get("readout_files"),
-              "video": os.path.abspath(video), "video_file": file_identity(video), "video_frames": info.n_frames,
-              "video_fps": info.fps, "stimulus_kind": "video" if is_clip else "image", "baselines": list(names),
-              **sampling}
-    h5_out = next((p for p, w in outputs if w.stores_samples), None)
+    film = {"video": os.path.abspath(video), "video_file": file_identity(video), "video_frames": info.n_frames,
+            "video_fps": info.fps, "stimulus_kind": "video" if is_clip else "image", "baselines": list(names),
+            **sampling}
     with contextlib.ExitStack() as stack:
-        if h5_out is not None:
-            sink_path = sinks.partial_path(h5_out)
-        elif paths:
-            sink_path = sinks.partial_path(paths[0], ".samples")
-        else:
-            sink_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="berg-movie-"))) / "samples.h5"
-        sample_bytes = sinks.SampleSink.estimate_bytes(n_total, int(model.n_outputs), len(names), n_scans)
-        check_room([(sink_path, sample_bytes)] + [(p, w.estimate_bytes(p, n_scans, meta)) for p, w in outputs
-                                                  if not w.stores_samples], f"video={str(video)!r}")
-        sink = sinks.SampleSink(sink_path, int(model.n_outputs), names, params, resume)
-        if not resume:  # nothing will resume from it: a failed run leaves no partial file behind
-            stack.push(lambda kind, *_: sink_path.unlink(missing_ok=True) if kind is not None else None)
-        stack.callback(sink.close)
-        done = sink.n_done
+        recordings = {key: FilmRecord.open(stack, meta, n_outputs, outputs[key], film, names, n_total, n_scans,
+                                           resume, video)
+                      for key, (n_outputs, meta) in members.items()}
+        done = min(r.sink.n_done for r in recordings.values())
+        for recording in recordings.values():
+            recording.skip = recording.sink.n_done - done  # samples it holds beyond the others' (resumed runs)
+        first = min(recordings.values(), key=lambda r: r.sink.n_done).sink
         if is_clip:
             stream = iter_clips(video, clip_s, n_clip_frames, stride_s, start_index=done)
         elif rate is None:
-            stream = iter_frames(video, None, start_s=float(sink.times()[-1]) + 0.5 / info.fps if done else 0.0)
+            stream = iter_frames(video, None, start_s=float(first.times()[-1]) + 0.5 / info.fps if done else 0.0)
         else:
             stream = iter_frames(video, rate, start_s=done / rate)
         size = batch_size or (2 if is_clip else 16)
@@ -403,33 +303,11 @@ def predict_movie(model: MovieModel, video: str | os.PathLike, *, tr: float, n_s
             batches = _prefetched(_batched(stream, size, names, is_clip, model.stage))  # decoding runs ahead
             answer = functools.partial(model.predict_staged, flush_after_s=COMMIT_EVERY_S)
             for times, responses, low_level in _answered(batches, answer):
-                if responses.shape != (len(times), int(model.n_outputs)):
-                    raise InvalidArgumentError(
-                        f"the model returned responses of shape {responses.shape}; expected {(len(times), model.n_outputs)}."
-                    )
-                sink.append(times, responses, low_level)
+                parts = responses if isinstance(responses, dict) else {None: responses}
+                for key, recording in recordings.items():
+                    recording.append(times, parts[key], low_level)
                 bar.update(len(times))
-        sample_times = sink.times()
-        bold = to_scans(sample_times, sink.responses, frame_times, tr, hrf, hold_s, hold_offset_s)
-        per_sample = {name: sink.baseline(name) for name in names}
-        per_scan = {name: to_scans(sample_times, per_sample[name], frame_times, tr, hrf, hold_s, hold_offset_s)
-                    for name in names}
-        meta.update(tr=float(tr), n_scans=n_scans, slice_time_ref=float(slice_time_ref), hrf=hrf or "none",
-                    n_samples=int(sample_times.size), hold_s=hold_s, hold_offset_s=hold_offset_s,
-                    units=meta.get("units") or "model output units", baseline_units=_baselines.UNITS,
-                    **{k: v for k, v in params.items() if k not in meta})
-        written = [f for p, w in outputs if not w.stores_samples for f in w.write_series(p, bold, per_scan, meta)]
-        written += write_series_sidecars(outputs, bold, per_scan, meta)
-        samples = None
-        if h5_out is None:
-            samples = np.asarray(sink.responses[: sample_times.size])
-        else:
-            sink.finish(bold, frame_times, per_scan, meta)
-        sink.close()
-        if h5_out is not None:
-            os.replace(sink_path, h5_out)
-            written.append(h5_out)
-        else:
-            sink_path.unlink(missing_ok=True)
-    return MovieResult(bold=bold, frame_times=frame_times, sample_times=sample_times, samples=samples,
-                       baselines=per_sample, baselines_tr=per_scan, metadata=meta, outputs=written)
+        timing = {"tr": float(tr), "n_scans": n_scans, "slice_time_ref": float(slice_time_ref), "hrf": hrf,
+                  "frame_times": frame_times, "hold_s": hold_s, "hold_offset_s": hold_offset_s}
+        results = {key: recording.finish(timing, names) for key, recording in recordings.items()}
+    return results[None] if list(results) == [None] else results

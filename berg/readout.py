@@ -112,6 +112,11 @@ class Readout(torch.nn.Module):
 
         Biases are added inside the matmuls and the node terms accumulate in place: no extra pass over the output.
         """
+        return self.finish(self.project(features))
+
+    def project(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The per-node blocks applied to ``{node: (B, ...)}`` features: (B, k) with a projection, else the
+        responses before any post stage."""
         x = None
         for n in self.nodes:
             f = features[n].flatten(1).to(self.bias.dtype)
@@ -122,8 +127,21 @@ class Readout(torch.nn.Module):
                 x = torch.addmm(self.bias, f, block)
             else:
                 x = f @ block if self.block_bias is None else torch.addmm(self.block_bias, f, block)
-        y = x if self.weight is None else torch.addmm(self.bias, x, self.weight.T)
+        return x
+
+    def finish(self, projected: torch.Tensor) -> torch.Tensor:
+        """Responses (B, n_out) from what :meth:`project` gave: the second map, where there is one, and the post
+        stage."""
+        y = projected if self.weight is None else torch.addmm(self.bias, projected, self.weight.T)
         return self.post(y) if self.post is not None else y
+
+    def share_projection(self, other: "Readout") -> None:
+        """Use ``other``'s projection blocks instead of this readout's own equal ones (the same file read by two
+        subjects), so that both hold one copy and a :class:`berg.shared_backbone.MultiReadout` applies it once."""
+        if self.weight is None or other.weight is None or self.nodes != other.nodes or any(
+                self.blocks[k].shape != other.blocks[k].shape for k in self.blocks):
+            raise InvalidArgumentError("only two readouts with a projection of the same shape can share it")
+        self.blocks, self.block_bias = other.blocks, other.block_bias
 
 
 def readout_capacity(readout: Readout, readout_mb: float) -> int:

@@ -5,7 +5,8 @@ and 2 (shards of N/4), and three synthetic films x subject 1 (2 Hz, TR 2 s). Eac
 root; variants are interleaved and the best of REPEATS is kept. The Ray cluster (2 CPUs, 127.0.0.1) is started
 once before the clock; actor start-up and model loading are inside each Ray run, as a user sees them. Peak memory
 is that of a local-engine run in its own process, for a job of U and of 4U image units.
-Run ``python scripts/bench_batch.py [--quick]``.
+``--shared``: the same job for three subjects and for one, each backbone pass shared by the three.
+Run ``python scripts/bench_batch.py [--quick | --shared]``.
 """
 
 from __future__ import annotations
@@ -142,10 +143,45 @@ def run(quick: bool = False, berg_dir: Path | None = None, n_images: int | None 
             "peak_rss_mib": rss, "rss_growth": rss[f"{4 * rss_units} units"] / rss[f"{rss_units} units"]}
 
 
+def shared_backbone(n_images: int = 64, film_s: float = 60.0, berg_dir: Path | None = None, repeats: int = 3
+                    ) -> dict:
+    """The same local-engine job for img2fmri's three subjects and for subject 1 alone: ``n_images`` photos and
+    one ``film_s`` s film (2 Hz, TR 2 s). Interleaved, best of ``repeats``, each run into a fresh output root; the
+    three subjects share each backbone pass (:mod:`berg.batch.grouping`)."""
+    from benchutil import best_of
+
+    with tempfile.TemporaryDirectory(prefix="berg-bench-shared-") as tmp:
+        folder = Path(tmp)
+        if berg_dir is None:
+            from berg.storage.img2fmri import import_img2fmri
+
+            berg_dir = folder / "berg_dir"
+            import_img2fmri(berg_dir)
+        _, films = make_stimuli(folder, n_images, film_s)
+        common = {"model": MODEL, "device": "cpu", "backbone_weights": "untrained"}
+
+        def job(subjects: list[int]):
+            out = folder / f"out-{len(subjects)}"
+            shutil.rmtree(out, ignore_errors=True)
+            rows = [{"stimuli": str(folder / "images"), "subjects": subjects, **common},
+                    {"stimuli": str(films[0]), "subjects": subjects, "tr": 2.0, **common}]
+            result = berg.batch.run({"output": str(out), "berg_dir": str(berg_dir), "rows": rows},
+                                    show_progress=False)
+            assert result.ok, result.failures
+            return result
+
+        t = best_of({"1 subject": lambda: job([1]), "3 subjects": lambda: job([1, 2, 3])}, repeats=repeats)
+    return {"scenario": "batch job, img2fmri subjects 1-3 vs subject 1", "n_images": n_images, "film_s": film_s,
+            "seconds": t, "ratio": t["3 subjects"] / t["1 subject"], "ratio_meaning": "3 subjects / 1 subject",
+            "target": "<= 1.3"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    print(json.dumps(run(parser.parse_args().quick), indent=1))
+    parser.add_argument("--shared", action="store_true", help="only the shared-backbone scenario (3 subjects vs 1)")
+    args = parser.parse_args()
+    print(json.dumps(shared_backbone() if args.shared else run(args.quick), indent=1))
 
 
 if __name__ == "__main__":

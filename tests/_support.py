@@ -316,13 +316,14 @@ def job_dict(folder: Path, output: Path, **ray) -> dict:
 
 
 def units_run(monkeypatch) -> list[str]:
-    """The uids of the units the local engine runs from now on, in order (``run_unit`` wrapped)."""
-    from berg.batch import local
+    """The uids of the units the engines run from now on, in order (``run_units`` wrapped; a unit run alone
+    after its group's shared pass failed counts twice)."""
+    from berg.batch import grouping
 
     ran: list[str] = []
-    original = local.run_unit
-    monkeypatch.setattr(local, "run_unit", lambda model, unit, root, **kw: ran.append(unit.uid) or original(
-        model, unit, root, **kw))
+    original = grouping.run_units
+    monkeypatch.setattr(grouping, "run_units", lambda model, units, root, *a, **kw: ran.extend(u.uid for u in units)
+                        or original(model, units, root, *a, **kw))
     return ran
 
 

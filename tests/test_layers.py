@@ -27,8 +27,8 @@ LAYERS = [
     ("readout", ["berg.readout"]),
     ("space", ["berg.spaces", "berg.spaces.*", "berg.selection", "berg.group_readout", "berg.metadata"]),
     ("sink", ["berg.writers", "berg.writers.*", "berg.sinks"]),
-    ("encoder", ["berg.encoder"]),
-    ("movie", ["berg.hrf", "berg.movie"]),
+    ("encoder", ["berg.encoder", "berg.shared_backbone"]),
+    ("movie", ["berg.hrf", "berg.film_record", "berg.movie"]),
     ("fetch", ["berg.fetch"]),
     ("api", ["berg.api", "berg.analysis"]),
     ("training", ["berg.training.*"]),
@@ -44,13 +44,13 @@ TORCH_FREE = ["berg", "berg.errors", "berg.validation", "berg._optional", "berg.
               "berg.storage.synthetic", "berg.storage.wheels", "berg.mni", "berg.storage.img2fmri", "berg.video",
               "berg.baselines", "berg.selection", "berg.spaces", "berg.spaces.*", "berg.group_readout",
               "berg.metadata",
-              "berg.writers", "berg.writers.*", "berg.sinks", "berg.hrf", "berg.movie", "berg.fetch", "berg.api", "berg.analysis",
+              "berg.writers", "berg.writers.*", "berg.sinks", "berg.hrf", "berg.film_record", "berg.movie", "berg.fetch", "berg.api", "berg.analysis",
               "berg.batch", "berg.batch.job", "berg.batch.units", "berg.batch.records", "berg.batch.runner",
               "berg.batch.derivatives",
               "berg.cli.*"]
 # Modules that run a model (or train one) and may load torch when imported.
-RUNS_A_MODEL = ["berg.stimuli", "berg.backbones", "berg.readout", "berg.encoder",
-                "berg.batch.execute", "berg.batch.local", "berg.batch.ray_engine", "berg.training.*"]
+RUNS_A_MODEL = ["berg.stimuli", "berg.backbones", "berg.readout", "berg.encoder", "berg.shared_backbone",
+                "berg.batch.execute", "berg.batch.grouping", "berg.batch.local", "berg.batch.ray_engine", "berg.training.*"]
 
 
 def _module_name(path: Path) -> str:

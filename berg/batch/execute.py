@@ -11,6 +11,7 @@ sidecar, its HDF5 file and BIDS continuous predictors (``_stim.tsv.gz`` + ``_sti
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -55,47 +56,70 @@ def stimulus_names(unit: Unit) -> list[str]:
 
 
 def run_unit(model, unit: Unit, root: Path, stimulus=None, berg_dir: str | Path | None = None) -> dict:
-    """Compute ``unit`` with ``model``, write its outputs under ``root`` (temp then rename), then its record.
+    """Compute ``unit`` with ``model`` (see :func:`run_units`); return its completion record."""
+    return run_units(model, [unit], root, stimulus, berg_dir)[0]
 
-    Temporary files a killed run left beside the unit's outputs are removed first (one run per output root).
+
+def run_units(model, units: list[Unit], root: Path, stimulus=None, berg_dir: str | Path | None = None) -> list[dict]:
+    """Compute ``units``, which share one stimulus, in one pass of ``model``; write each unit's outputs under
+    ``root`` (temp then rename), then each one's record.
+
+    Temporary files a killed run left beside the units' outputs are removed first (one run per output root).
 
     Parameters
     ----------
     model : EncodingModel
-    unit : Unit
+        The unit's model; for several units a :class:`~berg.shared_backbone.SharedBackboneModel` keyed by their
+        uids.
+    units : list of Unit
+        Of one kind, with the same source and options.
     root : Path
         Output root.
     stimulus : optional
         An image unit's stimulus already read (by a Ray decode task); default: :func:`read_stimulus`.
     berg_dir : path, optional
-        Where the model's files are (for the record's input identity).
+        Where the models' files are (for the records' input identity).
 
     Returns
     -------
-    dict
-        The completion record.
+    list of dict
+        The completion records, in the order of ``units``.
     """
     started = time.perf_counter()
-    out = {role: Path(root) / rel for role, rel in unit.outputs.items()}
-    for path in out.values():  # temporaries left by a run that was killed while writing this unit
-        for stale in path.parent.glob(f".{path.name}.*"):
-            stale.unlink(missing_ok=True)
-    if unit.kind == "film":
-        o = unit.options
-        predict_movie(model, unit.source["path"], tr=o["tr"], n_scans=o["n_scans"],
+    first = units[0]
+    out = {u.uid: {role: Path(root) / rel for role, rel in u.outputs.items()} for u in units}
+    for paths in out.values():  # temporaries left by a run that was killed while writing these units
+        for path in paths.values():
+            for stale in path.parent.glob(f".{path.name}.*"):
+                stale.unlink(missing_ok=True)
+    keyed = len(units) > 1
+    if first.kind == "film":
+        o = first.options
+        films = {uid: [paths["image"], paths["hdf5"], paths["predictors"]] for uid, paths in out.items()}
+        predict_movie(model, first.source["path"], tr=o["tr"], n_scans=o["n_scans"],
                       slice_time_ref=o["slice_time_ref"], hrf=None if o["hrf"] == "none" else o["hrf"],
                       sample_rate_hz=o["sample_rate_hz"] or None, clip_s=o["clip_s"], stride_s=o["stride_s"],
-                      batch_size=o["batch_size"], output=[out["image"], out["hdf5"], out["predictors"]],
-                      show_progress=False)
+                      batch_size=o["batch_size"], output=films if keyed else films[first.uid], show_progress=False)
     else:
-        stimulus = read_stimulus(unit) if stimulus is None else stimulus
-        names = stimulus_names(unit)
-        writer = writer_for(out["responses"], "responses", model.metadata)
-        check_room([(out["responses"], writer.estimate_bytes(out["responses"], len(names), model.metadata))], unit.uid)
-        with atomic_path(out["responses"]) as tmp, h5py.File(tmp, "w") as h5:
-            responses = h5.create_dataset("responses", shape=(len(names), model.n_outputs), dtype=np.float32,
-                                          chunks=(1, model.n_outputs) if model.n_outputs else None)
-            encode(model, stimulus, show_progress=False, batch_size=unit.options["batch_size"], out=responses)
-            h5.create_dataset("stimuli", data=np.array(names, dtype=h5py.string_dtype()))
-            write_columns(h5, model.metadata)
-    return write_record(root, unit, time.perf_counter() - started, berg_dir)
+        stimulus = read_stimulus(first) if stimulus is None else stimulus
+        names = stimulus_names(first)
+        metadata = model.metadata if keyed else {first.uid: model.metadata}
+        files = {uid: paths["responses"] for uid, paths in out.items()}
+        sizes = [(path, writer_for(path, "responses", metadata[uid]).estimate_bytes(path, len(names), metadata[uid]))
+                 for uid, path in files.items()]
+        check_room(sizes, first.uid)
+        with contextlib.ExitStack() as stack:
+            handles, datasets = {}, {}
+            for uid, path in files.items():  # closed before each is renamed into place
+                handles[uid] = stack.enter_context(h5py.File(stack.enter_context(atomic_path(path)), "w"))
+                n_outputs = metadata[uid].n_outputs
+                datasets[uid] = handles[uid].create_dataset("responses", shape=(len(names), n_outputs),
+                                                            dtype=np.float32,
+                                                            chunks=(1, n_outputs) if n_outputs else None)
+            encode(model, stimulus, show_progress=False, batch_size=first.options["batch_size"],
+                   out=datasets if keyed else datasets[first.uid])
+            for uid, h5 in handles.items():
+                h5.create_dataset("stimuli", data=np.array(names, dtype=h5py.string_dtype()))
+                write_columns(h5, metadata[uid])
+    elapsed = (time.perf_counter() - started) / len(units)
+    return [write_record(root, unit, elapsed, berg_dir) for unit in units]

@@ -1,10 +1,11 @@
 """The Ray engine: Ray Data reads and decodes in CPU tasks, encoders run in actors that each keep a model loaded.
 
-Pipeline: one row per unit -> ``map`` (CPU task: image shards are decoded to pixels, array shards read, films
-probed; a film itself streams through the actor, since a whole film does not fit in a task's output) ->
-``map_batches`` with :class:`UnitActor` (``concurrency`` = actors, ``num_gpus`` per actor), one unit per call.
-Units come ordered by model, so an actor loads a model when its units change model (once per model per actor
-when blocks arrive in order). A Python error in a unit becomes a failures-table row; a crashed worker or actor is
+Pipeline: one row per group of units that share a stimulus and a backbone (:mod:`berg.batch.grouping`) ->
+``map`` (CPU task: the group's image shard is decoded to pixels once, an array shard read, a film probed; a film
+itself streams through the actor, since a whole film does not fit in a task's output) -> ``map_batches`` with
+:class:`UnitActor` (``concurrency`` = actors, ``num_gpus`` per actor), one group per call: one backbone pass
+and every readout of the group, one result row per unit. Groups come ordered by backbone, so an actor loads a
+model when its groups change backbone (once per model per actor when blocks arrive in order). A Python error in a unit becomes a failures-table row; a crashed worker or actor is
 restarted and its unit retried (Ray Data's task retries; ``max_retries`` sets the actors' ``max_restarts`` and
 ``max_task_retries``).
 Afterwards every unit is accounted for from the completion records on disk: one without a record and without
@@ -23,7 +24,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import OptionalDependencyError
-from .execute import load_model, read_stimulus, run_unit
+from .execute import read_stimulus
+from .grouping import ModelCache, group_units, run_group
 from .records import failure, is_done
 from .units import Unit
 
@@ -56,12 +58,12 @@ def _unpack(pixels: bytes, layout: str) -> list[np.ndarray]:
 
 
 def decode(row: dict) -> dict:
-    """CPU task: read a unit's stimulus into ``pixels``/``layout``; an unreadable one into ``error``."""
+    """CPU task: read a group's stimulus into ``pixels``/``layout``; an unreadable one into ``error``."""
     from ..stimuli import as_stimulus_set
     from ..video import probe
 
-    unit = Unit.from_dict(json.loads(row["unit"]))
-    out = {"unit": row["unit"], "pixels": b"", "layout": "[]", "error": ""}
+    unit = Unit.from_dict(json.loads(row["units"])[0])
+    out = {"units": row["units"], "pixels": b"", "layout": "[]", "error": ""}
     try:
         if unit.kind == "film":
             probe(unit.source["path"])
@@ -87,7 +89,7 @@ def _stimulus(unit: Unit, pixels: bytes, layout: str):
 
 
 class UnitActor:
-    """Ray Data actor: keeps the last model it loaded and runs one unit per call.
+    """Ray Data actor: keeps the models of the backbone group in use and runs one group of units per call.
 
     Parameters
     ----------
@@ -99,25 +101,22 @@ class UnitActor:
 
     def __init__(self, root: str, berg_dir: str | None):
         self.root, self.berg_dir = Path(root), berg_dir
-        self.key, self.model = None, None
+        self.load = ModelCache(berg_dir)
 
     def __call__(self, batch: dict) -> dict:
         out: dict[str, list] = {"uid": [], "error_type": [], "message": []}
-        for text, pixels, layout, error in zip(batch["unit"], batch["pixels"], batch["layout"], batch["error"]):
-            unit = Unit.from_dict(json.loads(text))
-            kind, message = json.loads(error) if error else ("", "")
-            if not error:
-                try:
-                    if unit.model_key() != self.key:
-                        self.key, self.model = None, None  # free the previous model first
-                        self.model, self.key = load_model(unit, self.berg_dir), unit.model_key()
-                    run_unit(self.model, unit, self.root, stimulus=_stimulus(unit, pixels, layout),
-                             berg_dir=self.berg_dir)
-                except Exception as exc:  # noqa: BLE001  reported as this unit's failure
-                    kind, message = type(exc).__name__, str(exc)
-            out["uid"].append(unit.uid)
-            out["error_type"].append(kind)
-            out["message"].append(message)
+        for text, pixels, layout, error in zip(batch["units"], batch["pixels"], batch["layout"], batch["error"]):
+            units = [Unit.from_dict(u) for u in json.loads(text)]
+            if error:
+                errors = {u.uid: tuple(json.loads(error)) for u in units}
+            else:
+                ran = run_group(self.load, units, self.root, stimulus=_stimulus(units[0], pixels, layout),
+                                berg_dir=self.berg_dir)
+                errors = {uid: ("", "") if exc is None else (type(exc).__name__, str(exc)) for uid, exc in ran.items()}
+            for unit in units:
+                out["uid"].append(unit.uid)
+                out["error_type"].append(errors[unit.uid][0])
+                out["message"].append(errors[unit.uid][1])
         return {k: np.array(v, dtype=object) for k, v in out.items()}
 
 
@@ -142,8 +141,9 @@ def run_ray(units: list[Unit], root: Path, berg_dir: Path | None, settings: dict
             context = ray.data.DataContext.get_current()
             context.enable_progress_bars = False
             retries = int(settings["max_retries"])
-            ds = ray.data.from_items([{"unit": json.dumps(u.to_dict())} for u in units],
-                                     override_num_blocks=len(units))
+            groups = group_units(units, berg_dir)
+            ds = ray.data.from_items([{"units": json.dumps([u.to_dict() for u in group])} for group in groups],
+                                     override_num_blocks=len(groups))
             decoders = ray.data.TaskPoolStrategy(size=int(settings["decode_tasks"] or 2 * settings["actors"]))
             ds = ds.map(decode, num_cpus=settings["cpus_per_decode"], compute=decoders)  # lost tasks are retried
             pool = ray.data.ActorPoolStrategy(size=int(settings["actors"]))
