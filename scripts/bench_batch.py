@@ -5,7 +5,8 @@ and 2 (shards of N/4), and three synthetic films x subject 1 (2 Hz, TR 2 s). Eac
 root; variants are interleaved and the best of REPEATS is kept. The Ray cluster (2 CPUs, 127.0.0.1) is started
 once before the clock; actor start-up and model loading are inside each Ray run, as a user sees them. Peak memory
 is that of a local-engine run in its own process, for a job of U and of 4U image units.
-``--shared``: the same job for three subjects and for one, each backbone pass shared by the three.
+``--shared``: the same job for three subjects and for one, each backbone pass shared by the three. ``--scale``:
+Ray's overhead on a job of a minute or more of local-engine work, equal workers.
 Run ``python scripts/bench_batch.py [--quick | --shared]``.
 """
 
@@ -176,12 +177,59 @@ def shared_backbone(n_images: int = 64, film_s: float = 60.0, berg_dir: Path | N
             "target": "<= 1.3"}
 
 
+def ray_at_scale(n_images: int = 1800, shard_size: int = 100, berg_dir: Path | None = None, repeats: int = 2
+                 ) -> dict:
+    """Ray's overhead where it matters: a local-engine job of about a minute or more (``n_images`` photos x subject
+    1 in shards of ``shard_size``) against the same job on one Ray actor, equal workers (both run torch on the
+    same 2 threads: ``OMP_NUM_THREADS=2`` for the cluster), the cluster started before the clock. Interleaved, best
+    of ``repeats``; actor start-up and model loading are inside the Ray runs."""
+    import os
+
+    import ray
+
+    with tempfile.TemporaryDirectory(prefix="berg-bench-ray-") as tmp:
+        folder = Path(tmp)
+        if berg_dir is None:
+            from berg.storage.img2fmri import import_img2fmri
+
+            berg_dir = folder / "berg_dir"
+            import_img2fmri(berg_dir)
+        make_stimuli(folder, n_images, 1.0)
+        job = {"berg_dir": str(berg_dir), "rows": [{"stimuli": str(folder / "images"), "model": MODEL,
+                                                    "subjects": [1], "shard_size": shard_size, "device": "cpu",
+                                                    "backbone_weights": "untrained"}]}
+        os.environ.setdefault("OMP_NUM_THREADS", "2")
+        ray.init(num_cpus=3, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+        settings = {"actors": 1, "cpus_per_actor": 2, "cpus_per_decode": 1, "decode_tasks": 1}
+        times: dict[str, list[float]] = {"local": [], "ray 1 actor": []}
+        try:
+            for _ in range(repeats):
+                for variant in times:
+                    out = folder / "out"
+                    shutil.rmtree(out, ignore_errors=True)
+                    started = time.perf_counter()
+                    result = berg.batch.run({**job, "output": str(out),
+                                             **({"ray": settings} if variant != "local" else {})},
+                                            engine="local" if variant == "local" else "ray", show_progress=False)
+                    times[variant].append(time.perf_counter() - started)
+                    assert result.ok and result.n_done == result.n_units, result.failures
+        finally:
+            ray.shutdown()
+    best = {k: min(v) for k, v in times.items()}
+    return {"scenario": "Ray at scale", "n_images": n_images, "units": -(-n_images // shard_size),
+            "seconds": best, "all_seconds": times, "ratio": best["ray 1 actor"] / best["local"],
+            "ratio_meaning": "Ray (1 actor, 2 threads) / local engine", "target": "<= 1.15",
+            "images_per_s_per_actor": n_images / best["ray 1 actor"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--shared", action="store_true", help="only the shared-backbone scenario (3 subjects vs 1)")
+    parser.add_argument("--scale", action="store_true", help="only Ray's overhead on a job of a minute or more")
     args = parser.parse_args()
-    print(json.dumps(shared_backbone() if args.shared else run(args.quick), indent=1))
+    result = shared_backbone() if args.shared else ray_at_scale() if args.scale else run(args.quick)
+    print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -80,3 +80,36 @@ def test_changed_stimuli_and_model_files_are_redone(finished, monkeypatch):
     assert sorted(changed) == sorted(k for k in before if k.startswith("sub-02"))
     shutil.rmtree(out / "logs" / "units")  # and without records, everything is redone
     assert berg.batch.run(job_dict(folder, out), show_progress=False).n_done == 8
+
+
+@pytest.mark.slow  # 200 units: 100 one-image shards x 2 subjects
+def test_a_rerun_of_200_finished_units_reads_no_output(tmp_path, monkeypatch, capsys):
+    import time
+
+    from PIL import Image
+
+    from _support import write_test_model
+
+    write_test_model(tmp_path / "berg_dir", model_id="test-resnet18")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(100):
+        Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(photos / f"p{i:03d}.png")
+    job = {"output": str(tmp_path / "out"), "berg_dir": str(tmp_path / "berg_dir"), "rows": [
+        {"stimuli": str(photos), "model": "test-resnet18", "subjects": [1, 2], "shard_size": 1, "device": "cpu",
+         "backbone_weights": "untrained"}]}
+    first = berg.batch.run(job, show_progress=False)
+    assert first.ok and first.n_units == first.n_done == 200
+
+    def no_hashing(path):
+        raise AssertionError(f"{path} was read")
+
+    monkeypatch.setattr(records, "sha256_file", no_hashing)
+    ran = units_run(monkeypatch)
+    started = time.perf_counter()
+    again = berg.batch.run(job, show_progress=False)
+    elapsed = time.perf_counter() - started
+    assert (again.n_skipped, again.n_done, ran) == (200, 0, [])
+    with capsys.disabled():
+        print(f"\nre-run of a finished 200-unit job: {elapsed:.2f} s, no output read")

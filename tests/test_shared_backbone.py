@@ -206,3 +206,39 @@ def label_of(model_id: str) -> str:
     from berg.writers.bids import label
 
     return label(model_id)
+
+
+def test_a_resumed_film_continues_each_subject_from_its_own_samples(img2fmri_model_dir, tmp_path):
+    from berg.sinks import read_h5
+    from _support import ramp_video
+
+    berg_dir = img2fmri_model_dir.parents[3]
+    film = ramp_video(tmp_path / "film.mp4", 100, 10.0, size=(48, 64))  # 10 s: 20 samples at 2 Hz
+    outputs = {s: tmp_path / f"sub-{s}_bold.h5" for s in (1, 2)}
+
+    def dies_after(model, n):
+        """The model, answering one sample per block, stopped after ``n`` of them (a killed run)."""
+        original = model.predict_staged
+
+        def staged(batches, **options):
+            for i, block in enumerate(original(batches, **{**options, "readout_mb": 1e-3})):
+                if i == n:
+                    raise KeyboardInterrupt
+                yield block
+        model.predict_staged = staged
+        return model
+
+    with pytest.raises(KeyboardInterrupt):  # subject 2 alone gets 5 samples in
+        berg.predict_movie(dies_after(_load(IMG2FMRI, 2, berg_dir), 5), film, tr=1.0, output=outputs[2],
+                           resume=True, show_progress=False)
+    with pytest.raises(KeyboardInterrupt):  # both: subject 1 gets 3, subject 2 keeps its 5
+        berg.predict_movie(dies_after(_load(IMG2FMRI, [1, 2], berg_dir), 3), film, tr=1.0, output=outputs,
+                           resume=True, show_progress=False)
+    results = berg.predict_movie(_load(IMG2FMRI, [1, 2], berg_dir), film, tr=1.0, output=outputs, resume=True,
+                                 show_progress=False)
+    for subject in (1, 2):
+        alone = berg.predict_movie(_load(IMG2FMRI, subject, berg_dir), film, tr=1.0, show_progress=False)
+        stored = read_h5(outputs[subject])
+        np.testing.assert_array_equal(stored["sample_times"], alone.sample_times)
+        np.testing.assert_allclose(stored["samples"], alone.samples, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(results[subject].bold, alone.bold, rtol=1e-5, atol=1e-6)
