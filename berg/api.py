@@ -47,12 +47,15 @@ def _checked_request(model_id: str, subject, selection, berg_dir: Path) -> tuple
 
     Nothing is read from disk but the cards, and nothing is fetched or written.
     """
+    from .card_registries import model_format
+
     card = registry.get_card(model_id, berg_dir)
     subject = card.check_subject(subject)
     if subject == "group":
         check_group_selection(selection, card.group.rois)
     else:
         check_selection(selection, card, subject)
+    model_format(card.format).check_request(card, subject, selection)
     return card, subject
 
 

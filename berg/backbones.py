@@ -223,15 +223,20 @@ class FeatureExtractor(torch.nn.Module):
         The full torchvision model (weights loaded).
     weights_identity : dict
         What :func:`resolve_weights` says about the weights, for the metadata.
+    body : torch.nn.Module, optional
+        Instead of truncating ``backbone``: a module mapping the preprocessed batch to ``{node: features}`` (a
+        backbone adapter's networks, :mod:`berg.adapters`), whose nodes are ``nodes``.
     """
 
-    def __init__(self, card: ModelCard, backbone: torch.nn.Module, weights_identity: dict[str, str]):
+    def __init__(self, card: ModelCard, backbone: torch.nn.Module | None, weights_identity: dict[str, Any],
+                 body: torch.nn.Module | None = None, nodes: list[str] | None = None):
         super().__init__()
         self.weights_identity = weights_identity
-        self.nodes: list[str] = list(card.backbone.return_nodes)
+        self.nodes: list[str] = list(card.backbone.return_nodes if nodes is None else nodes)
         self.is_video = card.stimulus_kind == "video"
         self.preprocess = Preprocessing.from_card(card)
-        self.body = create_feature_extractor(backbone, return_nodes={n: n for n in self.nodes}).eval()
+        self.body = (create_feature_extractor(backbone, return_nodes={n: n for n in self.nodes}) if body is None
+                     else body).eval()
         self.memory_format = torch.contiguous_format
 
     def set_execution(self, channels_last: bool = False, compile: bool = False) -> None:
@@ -309,7 +314,7 @@ def check_feature_shapes(card: ModelCard) -> None:
         A node whose declared size differs from the backbone's (which would size the readout wrongly).
     """
     shape = backbone_input_shape(card)
-    if shape is None:
+    if shape is None or card.backbone.adapter is not None:  # an adapter's networks are checked by their files
         return
     try:
         actual = _node_shapes(card.backbone.architecture, tuple(card.backbone.return_nodes), shape)

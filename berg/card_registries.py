@@ -1,8 +1,9 @@
 """The registries chosen from card fields: file formats, output spaces and group-level readouts.
 
 A card's ``format`` names the reader of the files its sources hold (:class:`berg.storage.formats.ModelFormat`),
-its ``space.kind`` the class of the space its outputs live in (:class:`berg.spaces.base.OutputSpace`), and its
-``group.kind`` the builder of its group-level readout. Entries are ``"module:attribute"`` strings, imported when
+its ``space.kind`` the class of the space its outputs live in (:class:`berg.spaces.base.OutputSpace`), its
+``group.kind`` the builder of its group-level readout, and its ``backbone.adapter`` the class that builds a
+backbone torchvision does not have (:class:`berg.adapters.BackboneAdapter`). Entries are ``"module:attribute"`` strings, imported when
 first used, so that reading a card imports nothing heavy; :func:`register_format` and :func:`register_space` add
 entries (a class, an instance or such a string) for formats and spaces that live outside berg.
 
@@ -23,6 +24,7 @@ FORMATS: dict[str, Any] = {
     "berg-pca-hemispheres": "berg.storage.berg_surface:BergHemispheresFormat",
     "berg-pca-repetitions": "berg.storage.berg_sensors:BergRepetitionsFormat",
     "img2fmri-wheel": "berg.storage.img2fmri:Img2fmriFormat",
+    "berg-fwrf": "berg.storage.fwrf:BergFwrfFormat",
 }
 SPACES: dict[str, Any] = {
     "volume": "berg.spaces.volume:VolumeSpace",
@@ -31,6 +33,9 @@ SPACES: dict[str, Any] = {
 }
 GROUP_BUILDERS: dict[str, Any] = {
     "mni-warp-sum": "berg.group_readout:build_group_readout",
+}
+ADAPTERS: dict[str, Any] = {
+    "gnet-fwrf": "berg.adapters.gnet_fwrf:GNetFwrfAdapter",
 }
 _RESOLVED: dict[tuple[int, str], Any] = {}
 
@@ -78,6 +83,20 @@ def model_format(name: str) -> Any:
 def space_class(kind: str) -> Any:
     """The output space class registered as ``kind``."""
     return _resolve(SPACES, kind, "space.kind")
+
+
+def register_adapter(name: str, adapter: Any) -> None:
+    """Register a backbone adapter under ``name`` (a :class:`~berg.adapters.BackboneAdapter` subclass or a
+    ``"module:attribute"`` string naming one); cards then select it with ``backbone: {adapter: name}``."""
+    _register(ADAPTERS, name, adapter, "adapter")
+
+
+def backbone_adapter(name: str) -> Any:
+    """The backbone adapter registered as ``name``, as an instance."""
+    entry = _resolve(ADAPTERS, name, "backbone.adapter")
+    if isinstance(entry, type):
+        entry = _RESOLVED[(id(ADAPTERS), name)] = entry()
+    return entry
 
 
 def group_builder(kind: str) -> Any:

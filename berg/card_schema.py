@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .card_registries import FORMATS, GROUP_BUILDERS, SPACES
+from .card_registries import ADAPTERS, FORMATS, GROUP_BUILDERS, SPACES
 
 _INT_LIST = {"type": "array", "items": {"type": "integer"}}
 _NUM_TRIPLE = {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3}
@@ -43,8 +43,9 @@ CARD_SCHEMA: dict[str, Any] = {
         "backbone": {
             "type": "object",
             "additionalProperties": False,
-            "required": ["architecture", "weights", "return_nodes"],
             "properties": {
+                "adapter": {"type": "string"},
+                "options": {"type": "object"},
                 "architecture": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
                 "weights": {"type": "string"},
                 "return_nodes": {"type": "array", "items": {"type": "string"}, "minItems": 1},
@@ -69,7 +70,7 @@ CARD_SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "required": ["kind"],
             "properties": {
-                "kind": {"enum": [*PROJECTION_READOUTS, "ridge", "linear"]},
+                "kind": {"enum": [*PROJECTION_READOUTS, "ridge", "linear", "adapter"]},  # adapter: built by it
                 "n_components": {"type": "integer", "minimum": 1},
                 "projection": {"enum": ["shared", "subject"]},
             },
@@ -131,4 +132,4 @@ CARD_SCHEMA: dict[str, Any] = {
 def registered_names() -> dict[str, list[str]]:
     """The names each registry holds now (formats and spaces may be registered after import)."""
     return {"format": sorted(FORMATS), "space.kind": sorted(SPACES) + sorted(LEGACY_SPACE_KINDS),
-            "group.kind": sorted(GROUP_BUILDERS)}
+            "group.kind": sorted(GROUP_BUILDERS), "backbone.adapter": sorted(ADAPTERS)}

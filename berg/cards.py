@@ -7,6 +7,7 @@ import copy
 import functools
 import math
 from collections.abc import Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -36,13 +37,17 @@ class StimulusSpec:
 class BackboneSpec:
     """The torchvision backbone: builder name, weights (``Enum.MEMBER``), return nodes and their feature shapes.
 
-    ``feature_shapes`` maps a node to its per-stimulus shape (channels first, no batch axis).
+    ``feature_shapes`` maps a node to its per-stimulus shape (channels first, no batch axis). A backbone torchvision
+    does not have is an ``adapter`` (a registered class, :mod:`berg.card_registries`) that builds the network and
+    its readout from the model's files, with its own ``options``; its architecture is then the adapter's name.
     """
 
     architecture: str
     weights: str
     return_nodes: tuple[str, ...]
     feature_shapes: Mapping[str, tuple[int, ...]]
+    adapter: str | None = None
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @functools.cached_property
     def feature_sizes(self) -> dict[str, int]:
@@ -281,8 +286,10 @@ def _typed(data: dict[str, Any], path: str) -> ModelCard:
         modality=data["modality"], train_dataset=data["train_dataset"], model=data["model"],
         units=data.get("units", "arbitrary"), format=data.get("format", "native"),
         stimulus=StimulusSpec(stim["kind"], stim.get("n_frames")),
-        backbone=BackboneSpec(bb["architecture"], bb["weights"], tuple(bb["return_nodes"]),
-                              {n: tuple(s) for n, s in bb.get("feature_shapes", {}).items()}),
+        backbone=BackboneSpec(bb.get("architecture", bb.get("adapter")), bb.get("weights", "checkpoint"),
+                              tuple(bb.get("return_nodes", ())),
+                              {n: tuple(s) for n, s in bb.get("feature_shapes", {}).items()},
+                              adapter=bb.get("adapter"), options=dict(bb.get("options", {}))),
         preprocessing=PreprocessingSpec(tuple(pre["resize"]) if isinstance(pre["resize"], list) else (pre["resize"],), tuple(pre["crop"]) if pre.get("crop") else None,
                                         tuple(pre["mean"]), tuple(pre["std"]), bool(pre.get("antialias", True)),
                                         pre.get("resize_backend", "tensor")),
@@ -314,8 +321,16 @@ def validate_card(data: Any, path: str) -> ModelCard:
     stim = data["stimulus"]
     if stim["kind"] == "video" and "n_frames" not in stim:
         raise ModelCardError(f"model card {path}: field 'stimulus.n_frames' is required for video models")
+    backbone = data["backbone"]
+    needed = [] if "adapter" in backbone else [k for k in ("architecture", "weights", "return_nodes")
+                                               if k not in backbone]
+    if needed:
+        raise ModelCardError(f"model card {path}: field 'backbone' needs {', '.join(map(repr, needed))} (or an "
+                             "'adapter')")
+    if "options" in backbone and "adapter" not in backbone:
+        raise ModelCardError(f"model card {path}: field 'backbone.options' is for adapters; give 'backbone.adapter'")
     shapes = data["backbone"].get("feature_shapes", {})
-    unknown = set(shapes) - set(data["backbone"]["return_nodes"])
+    unknown = set(shapes) - set(data["backbone"].get("return_nodes", []))
     if unknown:
         raise ModelCardError(f"model card {path}: field 'backbone.feature_shapes' names nodes that are not "
                              f"return nodes: {sorted(unknown)}")
@@ -337,10 +352,10 @@ def validate_card(data: Any, path: str) -> ModelCard:
 
 
 def _check_registered(data: dict[str, Any], path: str) -> None:
-    """Format, space kind and group kind must name registered entries."""
+    """Format, space kind, group kind and backbone adapter must name registered entries."""
     names = registered_names()
     given = {"format": data.get("format", "native"), "space.kind": data["space"]["kind"],
-             "group.kind": data.get("group", {}).get("kind")}
+             "group.kind": data.get("group", {}).get("kind"), "backbone.adapter": data["backbone"].get("adapter")}
     for field, value in given.items():
         if value is not None and value not in names[field]:
             raise ModelCardError(f"model card {path}: field {field!r} is {value!r}; valid: {', '.join(names[field])}"

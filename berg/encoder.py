@@ -307,6 +307,18 @@ def _subject_model(card: ModelCard, model_format, model_dir: Path, subject: int,
     return _readout(arrays, card.backbone.feature_sizes), columns
 
 
+def _adapter_model(card: ModelCard, model_format, model_dir: Path, subject: int, selection, device
+                   ) -> tuple[FeatureExtractor, Any, dict[str, Any]]:
+    """A subject's extractor and readout built by the card's backbone adapter, and the column fields."""
+    from .card_registries import backbone_adapter
+
+    model_format.require(card, model_dir, subject)
+    meta, sel, columns = subject_columns(card, model_format, model_dir, subject, selection)
+    extractor, readout = backbone_adapter(card.backbone.adapter).build(card, model_format, model_dir, subject, meta,
+                                                                        sel, resolve_device(device))
+    return extractor, readout, columns
+
+
 def load_encoding_model(card: ModelCard, berg_dir: Path, subject, *, selection=None, device="auto",
                         backbone_weights="default", verify_hash: bool = True, sigma_mm: float | None = None,
                         precision: str = "float32", channels_last: bool = False, compile: bool = False,
@@ -320,7 +332,10 @@ def load_encoding_model(card: ModelCard, berg_dir: Path, subject, *, selection=N
     device = resolve_device(device)
     model_dir = Path(berg_dir) / card.folder
     reader = model_format(card.format)
-    if subject == "group":
+    if card.backbone.adapter is not None:  # the network and its readout come from the model's files
+        extractor, readout, columns = _adapter_model(card, reader, model_dir, subject, selection, device)
+        extractor.set_execution(channels_last=channels_last, compile=compile)
+    elif subject == "group":
         readout, columns = _group_model(card, reader, model_dir, selection, sigma_mm)
     else:
         readout, columns = _subject_model(card, reader, model_dir, subject, selection)

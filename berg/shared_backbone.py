@@ -24,10 +24,10 @@ from .readout import Readout
 def backbone_key(model: EncodingModel) -> tuple:
     """What must be equal for two models to share a backbone pass (see the module docstring)."""
     card, backbone = model.card, model._metadata.backbone or {}
-    return (card.backbone.architecture, backbone.get("weights"), backbone.get("sha256"), backbone.get("seed"),
-            tuple(card.backbone.return_nodes), json.dumps(card.data.get("preprocessing"), sort_keys=True),
-            card.stimulus_kind, card.stimulus.n_frames, str(model.device), backbone.get("precision"),
-            backbone.get("channels_last"), backbone.get("compiled"))
+    # the backbone's identity: architecture, weights (their digest, seed or checkpoint files), precision, execution
+    return (json.dumps(backbone, sort_keys=True, default=str), tuple(card.backbone.return_nodes),
+            json.dumps(card.data.get("preprocessing"), sort_keys=True), card.stimulus_kind, card.stimulus.n_frames,
+            str(model.device))
 
 
 class MultiReadout(torch.nn.Module):

@@ -135,6 +135,57 @@ def bench_vit(berg_dir: Path, n: int, batch_size: int = 16, device: str = "cpu",
     ]
 
 
+def bench_fwrf(berg_dir: Path, n: int, batch_size: int = 32, device: str = "cpu") -> list[dict]:
+    """fmri-nsd-fwrf on ``n`` 227x227 images (BERG's files as its creation code writes them, V1-V3 at NSD subject
+    1's sizes): whole-ROI encode against the bare forward of the same GNet and fwRF modules on the same prepared
+    batches, and one request of V1, V2 and V3 (three networks) against the sum of the three requests alone."""
+    import os
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from _berg_fwrf_producer import write_fwrf_tree
+
+    card = berg.describe("fmri-nsd-fwrf")
+    sizes = {"V1": 1350, "V2": 1433, "V3": 1187}
+    write_fwrf_tree(berg_dir / "encoding_models" / "modality-fmri" / "train_dataset-nsd" / "model-fwrf",
+                    card["rois"], card["backbone"]["options"]["split_rois"], [1], sizes=sizes)
+    def load(roi):
+        return berg.get_encoding_model("fmri-nsd-fwrf", subject=1, selection={"roi": roi}, device=device,
+                                       berg_dir=berg_dir)
+
+    offline = os.environ.get("BERG_OFFLINE")
+    os.environ["BERG_OFFLINE"] = "1"  # the files are in place: nothing is fetched
+    try:
+        models = {roi: load(roi) for roi in sizes}
+        together = load(list(sizes))
+    finally:
+        if offline is None:
+            del os.environ["BERG_OFFLINE"]
+        else:
+            os.environ["BERG_OFFLINE"] = offline
+    images = np.random.default_rng(0).integers(0, 256, size=(n, 227, 227, 3), dtype=np.uint8)
+    v1 = models["V1"]
+    inputs = v1.extractor.prepare(torch.from_numpy(images).permute(0, 3, 1, 2)).to(v1.device)
+    bare = torch.nn.Sequential(v1.extractor.body, v1.readout)
+    t = best_of({"berg": lambda: berg.encode(v1, images, batch_size=batch_size, show_progress=False),
+                 "alone": _alone(bare, inputs, batch_size),
+                 "three": lambda: berg.encode(together, images, batch_size=batch_size, show_progress=False),
+                 "parts": lambda: [berg.encode(m, images, batch_size=batch_size, show_progress=False)
+                                   for m in models.values()]})
+    common = {"scenario": "encode images (fwRF)", "device": device_name(v1.device),
+              "size": f"{n} images 227x227, batch {batch_size}, V1 {sizes['V1']} voxels"}
+    return [
+        {**common, "variant": "berg.encode (fmri-nsd-fwrf, V1)", "seconds": t["berg"],
+         "throughput": f"{n / t['berg']:.1f} images/s", "ratio": t["berg"] / t["alone"],
+         "ratio_meaning": "berg / the same GNet and fwRF modules alone", "target": _target(v1.device)},
+        {**common, "variant": "GNet + fwRF modules alone", "seconds": t["alone"]},
+        {**common, "variant": "berg.encode of V1, V2, V3 in one request", "seconds": t["three"],
+         "ratio": t["three"] / t["parts"], "ratio_meaning": "one request / the three requests alone",
+         "target": "<= 1.05"},
+        {**common, "variant": "V1, V2, V3 requested one by one", "seconds": t["parts"]},
+    ]
+
+
 def run(quick: bool = False, device: str = "cpu") -> list[dict]:
     """The scenarios in temporary model folders; returns table rows."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,6 +195,7 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict]:
             rows += bench_vit(Path(tmp), 16 if quick else 64, device=device, model_id=model_id)
         rows += bench_vit(Path(tmp), 16 if quick else 64, device=device, model_id="eeg-things_eeg_2-vit_b_32",
                           n_components=1000)
+        rows += bench_fwrf(Path(tmp), 8 if quick else 64, device=device)
     return rows
 
 

@@ -14,11 +14,11 @@ from berg.errors import ModelCardError
 def test_packaged_cards_validate():
     cards = {c.model_id: c for c in packaged_cards()}
     assert set(cards) == {"fmri-bmd-s3d", "fmri-bold5000-resnet18", "fmri-nsd_fsaverage-vit_b_32",
-                          "eeg-things_eeg_2-vit_b_32"}
+                          "eeg-things_eeg_2-vit_b_32", "fmri-nsd-fwrf"}
     bold = cards["fmri-bold5000-resnet18"]
     assert bold.subjects == [1, 2, 3] and bold.has_group and bold.data["preprocessing"]["crop"] is None
     for card in cards.values():  # each subject of a volume model has a voxel count and nothing else does
-        if card.space.kind == "volume":
+        if card.space.kind == "volume" and card.backbone.adapter is None:  # fwRF: one count per ROI, in its files
             assert sorted(card.data["n_voxels"]) == card.subjects, card.model_id
         else:
             assert "n_voxels" not in card.data, card.model_id

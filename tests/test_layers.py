@@ -20,12 +20,13 @@ LAYERS = [
     ("foundation", ["berg", "berg.errors", "berg.validation", "berg._optional", "berg._io", "berg._yaml", "berg.config",
                     "berg.card_registries", "berg.card_schema", "berg.cards", "berg.registry", "berg.model_cards"]),
     ("storage", ["berg.storage", "berg.storage.formats", "berg.storage.manifest", "berg.storage.safe_pickle", "berg.storage.native",
-                 "berg.storage.legacy_metadata", "berg.storage.legacy", "berg.storage.berg_surface", "berg.storage.berg_sensors",
+                 "berg.storage.legacy_metadata", "berg.storage.legacy", "berg.storage.berg_surface", "berg.storage.berg_sensors", "berg.storage.fwrf",
                  "berg.storage.synthetic", "berg.storage.wheels", "berg.mni", "berg.storage.img2fmri"]),
     ("stimulus", ["berg.video", "berg.stimuli", "berg.baselines"]),
     ("backbone", ["berg.backbones"]),
     ("readout", ["berg.readout"]),
     ("space", ["berg.spaces", "berg.spaces.*", "berg.selection", "berg.group_readout", "berg.metadata"]),
+    ("adapter", ["berg.adapters", "berg.adapters.*"]),
     ("sink", ["berg.writers", "berg.writers.*", "berg.sinks"]),
     ("encoder", ["berg.encoder", "berg.shared_backbone"]),
     ("movie", ["berg.hrf", "berg.film_record", "berg.movie"]),
@@ -40,7 +41,7 @@ LAYERS = [
 TORCH_FREE = ["berg", "berg.errors", "berg.validation", "berg._optional", "berg._io", "berg._yaml", "berg.config",
               "berg.card_registries", "berg.card_schema", "berg.cards", "berg.registry", "berg.model_cards",
               "berg.storage", "berg.storage.formats", "berg.storage.manifest", "berg.storage.safe_pickle", "berg.storage.native",
-              "berg.storage.legacy_metadata", "berg.storage.legacy", "berg.storage.berg_surface", "berg.storage.berg_sensors",
+              "berg.storage.legacy_metadata", "berg.storage.legacy", "berg.storage.berg_surface", "berg.storage.berg_sensors", "berg.storage.fwrf",
               "berg.storage.synthetic", "berg.storage.wheels", "berg.mni", "berg.storage.img2fmri", "berg.video",
               "berg.baselines", "berg.selection", "berg.spaces", "berg.spaces.*", "berg.group_readout",
               "berg.metadata",
@@ -50,6 +51,7 @@ TORCH_FREE = ["berg", "berg.errors", "berg.validation", "berg._optional", "berg.
               "berg.cli.*"]
 # Modules that run a model (or train one) and may load torch when imported.
 RUNS_A_MODEL = ["berg.stimuli", "berg.backbones", "berg.readout", "berg.encoder", "berg.shared_backbone",
+                "berg.adapters", "berg.adapters.*",
                 "berg.batch.execute", "berg.batch.grouping", "berg.batch.local", "berg.batch.ray_engine", "berg.training.*"]
 
 

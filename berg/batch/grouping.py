@@ -26,9 +26,11 @@ def backbone_group(unit: Unit, berg_dir: Path | None) -> str:
     """What a unit's model runs before its readout, as text: equal for units one backbone pass can serve."""
     card = get_card(unit.model["model_id"], berg_dir)
     m = unit.model
+    # an adapter's networks come from each model's own files: only the same model, subject and selection share them
+    own = m if card.backbone.adapter is not None else None
     return json.dumps([card.backbone.architecture, card.backbone.weights, list(card.backbone.return_nodes),
                        card.data.get("preprocessing"), card.stimulus_kind, card.stimulus.n_frames, m["device"],
-                       m["precision"], m["backbone_weights"]], sort_keys=True, default=str)
+                       m["precision"], m["backbone_weights"], own], sort_keys=True, default=str)
 
 
 def _stimulus_key(unit: Unit) -> str:

@@ -62,6 +62,10 @@ class ModelFormat:
         """Turn what was fetched into the files :meth:`subject_metadata` and :meth:`readout_arrays` read
         (convert, import); nothing to do when they are read as fetched."""
 
+    def check_request(self, card: Any, subject: int | str, selection: Any) -> None:
+        """Raise :class:`~berg.errors.InvalidSelectionError` for a request the format cannot answer, from the card
+        alone (nothing is read); every request is valid by default."""
+
     def needed_files(self, card: Any, model_dir: Path, subject: int | str) -> list[Path]:
         """Every file the subject's model is read from (``"group"``: those of every subject the group sums)."""
         raise NotImplementedError

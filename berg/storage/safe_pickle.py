@@ -145,3 +145,42 @@ def restricted_load(file: BinaryIO, source: str) -> Any:
         The pickle names a global that is not admitted, or uses persistent ids. Nothing it holds has run.
     """
     return _RestrictedUnpickler(file, source).load()
+
+
+def _torch_checkpoint_globals() -> list:
+    """What :func:`restricted_torch_load` admits besides torch's own tensors and containers: argparse's Namespace
+    (built as plain data: ``object.__new__`` and its ``__dict__``), numpy's array and scalar reconstruction under
+    both of numpy's module paths, and the plain dtypes (booleans, numbers, strings)."""
+    import argparse
+
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    admitted: list = [argparse.Namespace, np.ndarray, np.dtype]
+    for name in ("_reconstruct", "scalar"):
+        function = getattr(multiarray, name)
+        admitted += [(function, f"numpy.core.multiarray.{name}"), (function, f"numpy._core.multiarray.{name}")]
+    admitted += [type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDGUS"]
+    return admitted
+
+
+def restricted_torch_load(path: str, source: str | None = None) -> Any:
+    """Read a ``torch.save`` checkpoint with ``torch.load(weights_only=True)``, admitting besides tensors only the
+    globals of :func:`_torch_checkpoint_globals` (what fwRF checkpoints hold: their ``argparse.Namespace`` of
+    training options and numpy arrays). Tensors are loaded on the CPU.
+
+    Raises
+    ------
+    UnsafePickleError
+        The checkpoint names any other global (a payload that would run code): refused before it runs.
+    """
+    import torch
+
+    source = source or str(path)
+    try:
+        with torch.serialization.safe_globals(_torch_checkpoint_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
+        reasons = [part.replace("WeightsUnpickler error:", "").strip() for part in str(exc).split("\n\n")]
+        reasons = [r for r in reasons if r and not r.startswith(boilerplate)]
+        raise UnsafePickleError(f"refused to load {source}: {reasons[0] if reasons else exc} (admitted are tensors, "
+                                "plain containers, numpy arrays and scalars, and argparse.Namespace)") from exc
