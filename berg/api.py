@@ -47,15 +47,12 @@ def _checked_request(model_id: str, subject, selection, berg_dir: Path) -> tuple
 
     Nothing is read from disk but the cards, and nothing is fetched or written.
     """
-    from .card_registries import model_format
-
     card = registry.get_card(model_id, berg_dir)
     subject = card.check_subject(subject)
     if subject == "group":
         check_group_selection(selection, card.group.rois)
     else:
         check_selection(selection, card, subject)
-    model_format(card.format).check_request(card, subject, selection)
     return card, subject
 
 
@@ -78,8 +75,8 @@ def _check_options(subjects, device, sigma_mm, precision, **flags) -> None:
         validation.flag(name, value)
 
 
-def get_model_metadata(model_id: str, *, subject: int | str, berg_dir: str | os.PathLike | None = None
-                       ) -> ModelMetadata:
+def get_model_metadata(model_id: str, *, subject: int | str, roi: str | list[str] | None = None,
+                       berg_dir: str | os.PathLike | None = None) -> ModelMetadata:
     """A subject's whole-brain model metadata (output grid, ROIs, accuracy) without building the backbone.
 
     Parameters
@@ -87,6 +84,9 @@ def get_model_metadata(model_id: str, *, subject: int | str, berg_dir: str | os.
     subject : int or "group"
         A subject the card lists, or ``"group"`` where the model has a group-level readout (its overlap grid and
         ROI columns at the card's default smoothing).
+    roi : str or list of str, optional
+        The metadata of these ROIs' columns instead (as BERG's ``get_model_metadata(..., roi=...)`` for models
+        whose ROIs are separate networks; their accuracy is each network's on its own voxels).
 
     Returns
     -------
@@ -99,7 +99,10 @@ def get_model_metadata(model_id: str, *, subject: int | str, berg_dir: str | os.
     from .card_registries import group_builder, model_format
 
     berg_dir = _dir(berg_dir)
-    card, subject = _checked_request(model_id, subject, None, berg_dir)
+    selection = None if roi is None else {"roi": roi}
+    card, subject = _checked_request(model_id, subject, selection, berg_dir)
+    if selection is not None and subject == "group":
+        raise InvalidArgumentError(f"roi={roi!r} is not valid for subject='group': expected None")
     ensure_model_files(card, berg_dir, subject)
     model_dir = berg_dir / card.folder
     reader = model_format(card.format)
@@ -108,8 +111,12 @@ def get_model_metadata(model_id: str, *, subject: int | str, berg_dir: str | os.
         return ModelMetadata.build(**columns)
     reader.require(card, model_dir, subject)
     meta = reader.subject_metadata(card, model_dir, subject)
-    whole_brain = resolve_selection(None, meta, True, card.space.space)
-    return ModelMetadata.build(**column_fields(card, subject, meta, whole_brain), card_space=card.space.as_dict())
+    if selection is None:
+        columns = resolve_selection(None, meta, True, card.space.space)
+    else:
+        columns = resolve_selection(selection, meta, reader.has_whole_brain(card, model_dir, subject),
+                                    card.space.space, card.roi_aliases)
+    return ModelMetadata.build(**column_fields(card, subject, meta, columns), card_space=card.space.as_dict())
 
 
 def get_encoding_model(model_id: str, *, subject: int | str, selection: dict | None = None, device: str = "auto",
@@ -159,6 +166,8 @@ def get_encoding_model(model_id: str, *, subject: int | str, selection: dict | N
     from .encoder import load_encoding_model
     from .shared_backbone import load_subjects
 
+    from .card_registries import model_format
+
     berg_dir = _dir(berg_dir)
     if _many(subject):
         card = registry.get_card(model_id, berg_dir)
@@ -166,6 +175,8 @@ def get_encoding_model(model_id: str, *, subject: int | str, selection: dict | N
     else:
         card, subject = _checked_request(model_id, subject, selection, berg_dir)
         subjects = [subject]
+    for one in subjects:  # what the format itself requires of a model (an fwRF model: an ROI)
+        model_format(card.format).check_request(card, one, selection)
     _check_options(subjects, device, sigma_mm, precision, verify_hash=verify_hash, channels_last=channels_last,
                    compile=compile)
     for one in subjects:
@@ -208,8 +219,9 @@ class BERG:
     def describe(self, model_id: str) -> dict[str, Any]:
         return describe(model_id, berg_dir=self.berg_dir)
 
-    def get_model_metadata(self, model_id: str, *, subject: int | str) -> ModelMetadata:
-        return get_model_metadata(model_id, subject=subject, berg_dir=self.berg_dir)
+    def get_model_metadata(self, model_id: str, *, subject: int | str, roi: str | list[str] | None = None
+                           ) -> ModelMetadata:
+        return get_model_metadata(model_id, subject=subject, roi=roi, berg_dir=self.berg_dir)
 
     def get_encoding_model(self, model_id: str, device: str = "auto", selection: dict | None = None, *,
                            subject: int | str, **options) -> EncodingModel:

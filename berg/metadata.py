@@ -274,7 +274,9 @@ def column_fields(card: ModelCard, subject: int, meta: SubjectMetadata, sel: Sel
         "space": meta.info.get("space"),
         "fill_value": float(space.fill_value),
         "roi_columns": roi_columns,
-        "accuracy": {k: v[outputs] for k, v in meta.accuracy().items()},
+        "accuracy": ({k: v[sel.rows] for k, v in meta.row_accuracy().items()}
+                     if meta.row_accuracy() and not sel.whole_brain
+                     else {k: v[outputs] for k, v in meta.accuracy().items()}),
         "fitting": {k: meta.info[k] for k in FITTING_NAMES if k in meta.info},
         "units": card.units,
         "provenance": meta.info.get("provenance", {}),

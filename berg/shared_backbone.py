@@ -128,6 +128,10 @@ class SharedBackboneModel(EncodingModel):
     def __repr__(self) -> str:
         return f"SharedBackboneModel({self.card.backbone.architecture}, members={list(self.members)})"
 
+    def forward(self, prepared: torch.Tensor) -> dict:
+        """``{key: (B, n_i) float32 tensor}`` on the model's device for preprocessed inputs (one backbone pass)."""
+        return dict(zip(self.members, self.readout(self._features(prepared))))
+
     def _host(self, blocks: list[torch.Tensor]) -> dict:
         return {key: block.float().cpu().numpy() for key, block in zip(self.members, blocks)}
 

@@ -203,3 +203,20 @@ def test_nifti_outputs_in_the_subjects_volume(tree, images, tmp_path):
     np.testing.assert_allclose(loaded.affine, written[2, "PPA"]["metadata"]["fmri"]["fmri_affine"], atol=1e-5)
     np.testing.assert_allclose(data[mask].T, out, rtol=1e-6)
     assert np.isnan(data[~mask]).all()
+
+
+def test_accuracy_is_each_roi_networks_own(tree):
+    berg_dir, written = tree
+    for roi in ("V1", "lateral"):  # as BERG asks for it: the ROI's metadata
+        meta = berg.BERG(berg_dir).get_model_metadata(MODEL_ID, subject=1, roi=roi)
+        stored = written[1, roi]["metadata"]["encoding_models"]
+        np.testing.assert_array_equal(meta["voxel_ijk"], np.argwhere(written[1, roi]["mask"]))
+        np.testing.assert_allclose(meta["accuracy"]["r2"], stored["r2"], rtol=1e-6)
+        np.testing.assert_allclose(meta["accuracy"]["explained_variance"], stored["explained_variance"] / 100,
+                                   rtol=1e-5)
+        nc = stored["noise_ceiling"].copy()
+        nc[nc <= 1e-12] = 0
+        np.testing.assert_allclose(meta["accuracy"]["noise_ceiling"], nc, rtol=1e-6, atol=1e-12)
+    model = _model(tree, 2, ["V2", "V1"])
+    expected = np.concatenate([written[2, r]["metadata"]["encoding_models"]["r2"] for r in ("V2", "V1")])
+    np.testing.assert_allclose(model.metadata["accuracy"]["r2"], expected, rtol=1e-6)

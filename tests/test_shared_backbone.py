@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import berg
 from berg.errors import InvalidArgumentError, InvalidSubjectError
@@ -242,3 +243,14 @@ def test_a_resumed_film_continues_each_subject_from_its_own_samples(img2fmri_mod
         np.testing.assert_array_equal(stored["sample_times"], alone.sample_times)
         np.testing.assert_allclose(stored["samples"], alone.samples, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(results[subject].bold, alone.bold, rtol=1e-5, atol=1e-6)
+
+
+def test_the_module_call_answers_every_member(tmp_path, photos):
+    write_test_model(tmp_path, "test-svd", n_components=8, subjects=(1, 2))
+    shared = _load("test-svd", [1, 2], tmp_path)
+    prepared = shared.extractor.prepare(torch.from_numpy(photos).permute(0, 3, 1, 2))
+    with torch.inference_mode():
+        out = shared(prepared)
+        for subject in (1, 2):
+            alone = _load("test-svd", subject, tmp_path)
+            torch.testing.assert_close(out[subject], alone(prepared), rtol=1e-6, atol=1e-6)

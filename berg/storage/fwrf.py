@@ -14,7 +14,8 @@
 Every ROI's metadata is converted once into native subject metadata: outputs are the voxels of the union of the
 ROI masks (C order); readout rows are each ROI's voxels (C order within the ROI, ROIs in the card's order), so a
 voxel in several ROIs has one row per ROI network; ``row_roi`` and ``row_local`` say which ROI network and which
-of its outputs a row is. The ROI is required, as in BERG.
+of its outputs a row is; each ROI network's accuracy (BERG's ``r2``, ``noise_ceiling`` and ``explained_variance``,
+as fractions) is kept per row. The ROI is required, as in BERG.
 """
 
 from __future__ import annotations
@@ -43,6 +44,22 @@ def checkpoint_names(card: Any, subject: int, roi: str) -> list[str]:
     return [_name(WEIGHTS, subject, roi, split) for split in splits]
 
 
+def _roi_accuracy(meta: Any, n: int, path: Path) -> dict[str, np.ndarray]:
+    """berg's fractions from an ROI's BERG accuracy: r2 and the noise ceiling as stored (1e-14, BERG's stand-in
+    for zero, back to 0), explained variance from percent to a fraction."""
+    encoding = _field(meta, "encoding_models", path)
+    values = {}
+    for name in ("r2", "noise_ceiling", "explained_variance"):
+        array = np.asarray(_field(encoding, name, path), dtype=np.float64).reshape(-1)
+        if array.shape != (n,) or not np.isfinite(array).all():
+            raise ModelFormatError(f"{path}: encoding_models.{name} must be {n} finite values (one per ROI voxel); "
+                                   f"found {array.shape}")
+        values[name] = array
+    values["noise_ceiling"] = np.where(values["noise_ceiling"] <= 1e-12, 0.0, values["noise_ceiling"])
+    values["explained_variance"] = values["explained_variance"] / 100
+    return values
+
+
 def _roi_volume(meta: Any, roi: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
     fmri = _field(meta, "fmri", path)
     mask = np.asarray(_field(fmri, "roi_mask_volume", path))
@@ -57,11 +74,12 @@ def _roi_volume(meta: Any, roi: str, path: Path) -> tuple[np.ndarray, np.ndarray
 
 def convert_fwrf_metadata(model_dir: Path, card: Any, subject: int) -> None:
     """Write the subject's native metadata from every ROI's BERG metadata (see the module docstring)."""
-    masks, sources, affine = {}, {}, None
+    masks, sources, scores, affine = {}, {}, {}, None
     for roi in card.rois:
         rel = _name(METADATA, subject, roi)
         meta, sources[rel] = load_legacy_npy(model_dir / rel)
         masks[roi], roi_affine = _roi_volume(meta, roi, model_dir / rel)
+        scores[roi] = _roi_accuracy(meta, int(masks[roi].sum()), model_dir / rel)
         if affine is None:
             affine, shape = roi_affine, masks[roi].shape
         elif masks[roi].shape != shape or not np.allclose(roi_affine, affine):
@@ -81,8 +99,12 @@ def convert_fwrf_metadata(model_dir: Path, card: Any, subject: int) -> None:
         start += voxels.size
     arrays.update(row_voxel=np.concatenate(rows), row_roi=np.concatenate(row_roi),
                   row_local=np.concatenate(row_local))
+    for name in ("r2", "noise_ceiling", "explained_variance"):
+        arrays[f"row_accuracy.{name}"] = np.concatenate([scores[roi][name] for roi in card.rois]).astype(np.float32)
     info = {"model_id": card.model_id, "subject": subject, "n_voxels": int(union.sum()), "n_rows": start,
-            "space": card.space.as_dict(), "rois": list(card.rois), "accuracy": {},
+            "space": card.space.as_dict(), "rois": list(card.rois),
+            "accuracy": {"r2": "squared Pearson r", "noise_ceiling": "fraction",
+                         "explained_variance": "r2 / noise_ceiling, capped at 1"},
             "volume_shape": [int(s) for s in shape], "affine": affine.tolist(),
             "provenance": {"converted_from": "BERG fwRF metadata files", "sources": sources}}
     write_subject_metadata(model_dir, subject, SubjectMetadata(info=info, arrays=arrays))

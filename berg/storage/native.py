@@ -22,7 +22,8 @@ and the native files sit beside any legacy ones (``{tag}`` is ``sub-01`` … or 
     The space's coordinates of every output (a volume: ``voxel_ijk`` (n_outputs, 3) int32; a surface:
     ``hemisphere`` and ``vertex``; sensors: ``repetition``, ``channel``, ``time``); ``row_voxel`` (n_rows,)
     int64, the output of every readout row; ``roi.{name}`` (n,) int64 readout rows of each ROI, in output order;
-    ``accuracy.{name}`` (n_outputs,) float32; ``descriptor.{name}`` arrays the dataset gives (such as a
+    ``accuracy.{name}`` (n_outputs,) float32, or ``row_accuracy.{name}`` (n_rows,) float32 where each readout row
+    has its own score (several ROI networks covering one voxel); ``descriptor.{name}`` arrays the dataset gives (such as a
     noise-ceiling SNR per output); any ``post.{name}`` arrays the post stage needs.
 """
 
@@ -149,6 +150,11 @@ class SubjectMetadata:
         """Accuracy arrays, one value per output."""
         return self._prefixed("accuracy.")
 
+    def row_accuracy(self) -> dict[str, np.ndarray]:
+        """Accuracy arrays, one value per readout row (models whose rows are not their outputs: one network per
+        ROI, each scored on its own voxels); empty for the others."""
+        return self._prefixed("row_accuracy.")
+
     def descriptors(self) -> dict[str, np.ndarray]:
         """The dataset's own arrays (``descriptor.{name}``), as stored."""
         return self._prefixed("descriptor.")
@@ -190,6 +196,10 @@ def read_subject_metadata(model_dir: Path, subject: int | str) -> SubjectMetadat
     if rows.ndim != 1 or (rows.size and (rows.min() < 0 or rows.max() >= n_outputs)):
         raise ModelFormatError(f"{arrays_path}: 'row_voxel' must map each readout row to an output in "
                                f"0..{n_outputs - 1}")
+    for name, values in arrays.items():
+        if name.startswith("row_accuracy.") and values.shape != rows.shape:
+            raise ModelFormatError(f"{arrays_path}: {name!r} has shape {values.shape}; expected one value per "
+                                   f"readout row {rows.shape}")
     for name in info.get("rois", []):
         roi = arrays.get(f"roi.{name}")
         if roi is None or roi.ndim != 1 or (roi.size and (roi.min() < 0 or roi.max() >= rows.size)):
