@@ -163,10 +163,9 @@ def get_encoding_model(model_id: str, *, subject: int | str, selection: dict | N
     compile : bool
         Run the backbone through ``torch.compile`` (a slow first batch, then faster on GPUs).
     """
+    from .card_registries import model_format
     from .encoder import load_encoding_model
     from .shared_backbone import load_subjects
-
-    from .card_registries import model_format
 
     berg_dir = _dir(berg_dir)
     if _many(subject):

@@ -3,9 +3,10 @@
 A card's ``format`` names the reader of the files its sources hold (:class:`berg.storage.formats.ModelFormat`),
 its ``space.kind`` the class of the space its outputs live in (:class:`berg.spaces.base.OutputSpace`), its
 ``group.kind`` the builder of its group-level readout, and its ``backbone.adapter`` the class that builds a
-backbone torchvision does not have (:class:`berg.adapters.BackboneAdapter`). Entries are ``"module:attribute"`` strings, imported when
-first used, so that reading a card imports nothing heavy; :func:`register_format` and :func:`register_space` add
-entries (a class, an instance or such a string) for formats and spaces that live outside berg.
+backbone torchvision does not have (:class:`berg.adapters.BackboneAdapter`). Entries are ``"module:attribute"``
+strings, imported when first used, so that reading a card imports nothing heavy; :func:`register_format`,
+:func:`register_space` and :func:`register_adapter` add entries (a class, an instance or such a string) for
+formats, spaces and adapters that live outside berg.
 
 >>> from berg.card_registries import register_format
 >>> register_format("my-lab-format", "my_lab.berg_format:FORMAT")   # then `format: my-lab-format` in a card

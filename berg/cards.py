@@ -4,10 +4,10 @@ and parsed into typed, frozen sections."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import math
 from collections.abc import Mapping, Sequence
-import dataclasses
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path

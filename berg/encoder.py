@@ -262,8 +262,8 @@ def _targets(out, sizes: Mapping[Any, int], n: int) -> dict[Any, Any]:
         return {key: np.empty((n, size), dtype=np.float32) for key, size in sizes.items()}
     given = {None: out} if list(sizes) == [None] else out
     if not isinstance(given, Mapping) or set(given) != set(sizes):
-        raise InvalidArgumentError(f"out={type(out).__name__} is not valid for a model of several subjects: give a dict "
-                                   f"with one array per subject, keys {sorted(sizes, key=str)}")
+        raise InvalidArgumentError(f"out={type(out).__name__} is not valid for a model of several subjects: give a "
+                                   f"dict with one array per subject, keys {sorted(sizes, key=str)}")
     for key, size in sizes.items():
         shape = tuple(getattr(given[key], "shape", ()))
         if shape != (n, size):

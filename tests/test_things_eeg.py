@@ -235,9 +235,13 @@ def test_hdf5_outputs_with_channel_names_and_times(tree, images, tmp_path):
 
 
 def test_a_batch_job_over_images_writes_eeg_outputs_and_refuses_films(tree, tmp_path):
+    import json
+    import subprocess
+
     import berg.batch
     from berg.errors import JobError
     from _support import ramp_video, write_photos
+    from test_bids import _validator
 
     berg_dir, _ = tree
     write_photos(tmp_path / "photos", 3)
@@ -247,6 +251,9 @@ def test_a_batch_job_over_images_writes_eeg_outputs_and_refuses_films(tree, tmp_
            "rows": [{"stimuli": str(tmp_path / "photos"), **common}]}
     result = berg.batch.run(job, show_progress=False)
     assert result.ok and (result.n_units, result.n_done) == (2, 2)
+    report = json.loads(subprocess.run([_validator(), "--format", "json", str(tmp_path / "out")], capture_output=True,
+                                       text=True, timeout=300).stdout)  # an eeg/ datatype folder of berg's HDF5
+    assert [i["code"] for i in report["issues"]["issues"] if i["severity"] == "error"] == []
     for subject in (1, 3):
         [path] = (tmp_path / "out" / f"sub-{subject:02d}" / "eeg").glob("*_responses.h5")
         with h5py.File(path) as h5:

@@ -41,8 +41,12 @@ def group_units(units: list[Unit], berg_dir: Path | None) -> list[list[Unit]]:
     """``units`` in groups of one stimulus and one backbone, groups of a backbone next to each other (in order of
     first appearance), units in their order."""
     by_backbone: dict[str, dict[str, list[Unit]]] = {}
+    backbones: dict[str, str] = {}  # by model key: one card lookup per model, not per unit
     for unit in units:
-        by_backbone.setdefault(backbone_group(unit, berg_dir), {}).setdefault(_stimulus_key(unit), []).append(unit)
+        key = unit.model_key()
+        if key not in backbones:
+            backbones[key] = backbone_group(unit, berg_dir)
+        by_backbone.setdefault(backbones[key], {}).setdefault(_stimulus_key(unit), []).append(unit)
     return [group for stimuli in by_backbone.values() for group in stimuli.values()]
 
 
@@ -90,11 +94,11 @@ class ModelCache:
         self.berg_dir, self.group, self.models = berg_dir, None, {}
 
     def __call__(self, unit: Unit):
-        group = backbone_group(unit, self.berg_dir)
-        if group != self.group:
-            self.group, self.models = group, {}
         key = unit.model_key()
-        if key not in self.models:
+        if key not in self.models:  # the models held are those of the group in use
+            group = backbone_group(unit, self.berg_dir)
+            if group != self.group:
+                self.group, self.models = group, {}
             try:
                 self.models[key] = load_model(unit, self.berg_dir)
             except Exception as exc:  # noqa: BLE001  re-raised for every unit of this model

@@ -5,9 +5,9 @@ Pipeline: one row per group of units that share a stimulus and a backbone (:mod:
 itself streams through the actor, since a whole film does not fit in a task's output) -> ``map_batches`` with
 :class:`UnitActor` (``concurrency`` = actors, ``num_gpus`` per actor), one group per call: one backbone pass
 and every readout of the group, one result row per unit. Groups come ordered by backbone, so an actor loads a
-model when its groups change backbone (once per model per actor when blocks arrive in order). A Python error in a unit becomes a failures-table row; a crashed worker or actor is
-restarted and its unit retried (Ray Data's task retries; ``max_retries`` sets the actors' ``max_restarts`` and
-``max_task_retries``).
+model when its groups change backbone (once per model per actor when blocks arrive in order). A Python error in a
+unit becomes a failures-table row; a crashed worker or actor is restarted and its unit retried (Ray Data's task
+retries; ``max_retries`` sets the actors' ``max_restarts`` and ``max_task_retries``).
 Afterwards every unit is accounted for from the completion records on disk: one without a record and without
 a reported error is a failure too (``WorkerLost``), so nothing is silently lost.
 

@@ -108,7 +108,8 @@ class BergHemispheresFormat(BergSubjectPairFormat):
         accuracy, units = _accuracy(encoding, n, meta_path)
         rois = _rois(fmri, card.space.template, card, n, meta_path)
         arrays = {"hemisphere": np.repeat(np.arange(2, dtype=np.int8), n),
-                  "vertex": np.tile(np.arange(n, dtype=np.int32), 2), "row_voxel": np.arange(2 * n, dtype=np.int64), **rois, **accuracy,
+                  "vertex": np.tile(np.arange(n, dtype=np.int32), 2),
+                  "row_voxel": np.arange(2 * n, dtype=np.int64), **rois, **accuracy,
                   "descriptor.ncsnr": _hemisphere_arrays(fmri, "ncsnr", n, "fmri", meta_path).astype(np.float32),
                   **{f"descriptor.{name}": np.asarray(encoding[name]) for name in _SPLITS if name in encoding}}
         sources = {rels[0]: weights_sha, rels[1]: meta_sha}

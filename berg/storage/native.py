@@ -23,8 +23,8 @@ and the native files sit beside any legacy ones (``{tag}`` is ``sub-01`` … or 
     ``hemisphere`` and ``vertex``; sensors: ``repetition``, ``channel``, ``time``); ``row_voxel`` (n_rows,)
     int64, the output of every readout row; ``roi.{name}`` (n,) int64 readout rows of each ROI, in output order;
     ``accuracy.{name}`` (n_outputs,) float32, or ``row_accuracy.{name}`` (n_rows,) float32 where each readout row
-    has its own score (several ROI networks covering one voxel); ``descriptor.{name}`` arrays the dataset gives (such as a
-    noise-ceiling SNR per output); any ``post.{name}`` arrays the post stage needs.
+    has its own score (several ROI networks covering one voxel); ``descriptor.{name}`` arrays the dataset gives
+    (such as a noise-ceiling SNR per output); any ``post.{name}`` arrays the post stage needs.
 """
 
 from __future__ import annotations
